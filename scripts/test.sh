@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install the test needs and run every check: lint, types, and the whole test suite
+# (real uvicorn servers, real WebSocket clients, ffmpeg/opusdec/pocketsphinx checks).
+source "$(dirname "$0")/common.sh"
+apt_need libopus0 python3-venv ffmpeg opus-tools
+venv_install ".[test]"
+export PATH="$VENV/bin:$PATH"
+echo "== ruff" && ruff check . && ruff format --check .
+echo "== mypy" && mypy
+echo "== pytest" && pytest -p no:cacheprovider "$@"

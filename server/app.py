@@ -1,0 +1,164 @@
+"""The Starlette application: routes, engine start-up and shared state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from server.config import Settings
+from server.engines.base import Engine
+from server.engines.worker import EngineWorker
+from server.metrics import Metrics
+from server.session import Session
+from server.streaming.chunker import ChunkPolicy
+
+log = structlog.get_logger("voxwire.app")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engines: dict[str, Engine]
+    metrics: Metrics = field(default_factory=Metrics)
+    workers: dict[str, EngineWorker] = field(default_factory=dict)
+    ready: bool = False
+    active_sessions: int = 0
+    load_error: str | None = None
+    chunk_policy: ChunkPolicy = field(default_factory=ChunkPolicy)
+
+
+def chunk_policy(settings: Settings) -> ChunkPolicy:
+    """The chunker's policy from the settings; lengths that the hard maximum
+    undercuts shrink with it."""
+    d = ChunkPolicy()
+    return ChunkPolicy(
+        first_min_words=settings.chunk_first_min_words,
+        max_chars=settings.chunk_max_chars,
+        first_max_chars=min(d.first_max_chars, settings.chunk_max_chars),
+        max_target_chars=min(d.max_target_chars, settings.chunk_max_chars),
+    )
+
+
+def build_engines(settings: Settings) -> dict[str, Engine]:
+    from server.engines.piper import PiperEngine
+
+    piper = PiperEngine()
+    engines: dict[str, Engine] = {"piper": piper}
+    if settings.replay_engine:
+        from server.engines.replay import ReplayEngine
+
+        engines["replay"] = ReplayEngine(piper)
+    if settings.engine not in engines:
+        raise ValueError(
+            f"unknown engine {settings.engine!r}; available: {', '.join(sorted(engines))}"
+        )
+    return engines
+
+
+def _load_and_warm(state: AppState) -> None:
+    """Runs on a thread: load every engine, then synthesize once so the first
+    session does not pay for lazy initialisation."""
+    for name, engine in state.engines.items():
+        t0 = time.perf_counter()
+        engine.load()
+        load_s = time.perf_counter() - t0
+        voices = {v.id for v in engine.voices()}
+        if name == state.settings.engine and state.settings.voice not in voices:
+            raise ValueError(
+                f"engine {name!r} has no voice {state.settings.voice!r}; "
+                f"available: {', '.join(sorted(voices))}"
+            )
+        warm_s = 0.0
+        if state.settings.warmup:
+            t1 = time.perf_counter()
+            for _ in engine.synthesize("Warming up.", engine.info().default_voice, 1.0):
+                pass
+            warm_s = time.perf_counter() - t1
+        log.info("engine_loaded", engine=name, load_s=round(load_s, 3), warmup_s=round(warm_s, 3))
+
+
+def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> Starlette:
+    state = AppState(
+        settings=settings,
+        engines=engines or build_engines(settings),
+        chunk_policy=chunk_policy(settings),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for name, engine in state.engines.items():
+            gauge = state.metrics.queue_depth.labels(name)
+            worker = EngineWorker(engine, settings.engine_threads, on_queue_depth=gauge.set)
+            worker.start()
+            state.workers[name] = worker
+
+        async def load() -> None:
+            try:
+                await asyncio.to_thread(_load_and_warm, state)
+            except Exception as exc:
+                state.load_error = f"{type(exc).__name__}: {exc}"
+                log.error("engine_load_failed", error=state.load_error)
+                return
+            state.ready = True
+            log.info("ready")
+
+        loader = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            loader.cancel()
+            for w in state.workers.values():
+                await w.stop()
+
+    async def health(request: Request) -> Response:
+        if state.ready:
+            return JSONResponse({"status": "ok"})
+        body = {"status": "error" if state.load_error else "loading"}
+        if state.load_error:
+            body["error"] = state.load_error
+        return JSONResponse(body, status_code=503)
+
+    async def engines_route(request: Request) -> Response:
+        infos = [e.info() for e in state.engines.values()]
+        return Response(
+            msgspec.json.encode({"default": settings.engine, "engines": infos}),
+            media_type="application/json",
+        )
+
+    async def voices_route(request: Request) -> Response:
+        voices = [v for e in state.engines.values() for v in e.voices()]
+        return Response(
+            msgspec.json.encode({"default": settings.voice, "voices": voices}),
+            media_type="application/json",
+        )
+
+    async def metrics_route(request: Request) -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def stream(ws: WebSocket) -> None:
+        await Session(ws, state).run()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/engines", engines_route),
+            Route("/v1/voices", voices_route),
+            Route("/metrics", metrics_route),
+            WebSocketRoute("/v1/stream", stream),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.voxwire = state
+    return app

@@ -1,0 +1,188 @@
+"""``voxwire serve`` and ``voxwire say``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, BinaryIO
+
+import msgspec
+
+from server import config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server import logs
+    from server.app import create_app
+    from server.ws_protocol import ws_protocol
+
+    overrides = {k: getattr(args, k) for k in config.Settings.__struct_fields__}
+    try:
+        settings = config.load_settings(overrides=overrides)
+    except msgspec.ValidationError as exc:
+        print(
+            f"voxwire: bad setting: {exc} (flags --NAME, environment VOXWIRE_NAME)", file=sys.stderr
+        )
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"voxwire: {exc}", file=sys.stderr)
+        return 2
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        print(f"voxwire: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 2
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"voxwire listening on http://{shown}:{port}  "
+        f"(WebSocket ws://{shown}:{port}/v1/stream, engine {settings.engine}, "
+        f"voice {settings.voice})",
+        flush=True,
+    )
+    ucfg = uvicorn.Config(
+        app,
+        # wsproto honours transport flow control: send() waits for a slow client
+        # instead of buffering without bound (the websockets-sansio default does not).
+        ws=ws_protocol(settings.socket_send_buffer_bytes),
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,  # Opus does not compress; deflate only burns CPU
+        ws_ping_interval=settings.ws_ping_interval_s or None,
+        ws_ping_timeout=settings.ws_ping_interval_s or None,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(ucfg).run(sockets=[sock])
+    return 0
+
+
+# ---------------------------------------------------------------------------- say
+
+
+async def _text_pieces(args: argparse.Namespace) -> AsyncIterator[str]:
+    if args.text:
+        yield " ".join(args.text)
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        yield line
+
+
+async def _say(args: argparse.Namespace, out: BinaryIO) -> int:
+    import websockets
+
+    from server.streaming.ogg import OggOpusWriter
+
+    pcm = args.format == "pcm"
+    output: dict[str, Any] = (
+        {"encoding": "pcm_s16le", "sample_rate": args.sample_rate}
+        if pcm
+        else {"encoding": "opus", "sample_rate": 48000, "frame_ms": 20}
+    )
+    if args.bitrate and not pcm:
+        output["bitrate"] = args.bitrate
+    start: dict[str, Any] = {"type": "start", "output": output}
+    if args.voice:
+        start["voice"] = args.voice
+    if args.engine:
+        start["engine"] = args.engine
+    if args.speed:
+        start["speed"] = args.speed
+    writer: OggOpusWriter | None = None
+    frames = 0
+    try:
+        async with websockets.connect(args.url, max_size=None) as ws:
+            await ws.send(json.dumps(start))
+
+            async def feed() -> None:
+                async for piece in _text_pieces(args):
+                    await ws.send(json.dumps({"type": "text", "text": piece}))
+                await ws.send(json.dumps({"type": "end"}))
+
+            feeder = asyncio.create_task(feed())
+            async for msg in ws:
+                if isinstance(msg, bytes):
+                    frames += 1
+                    if writer is not None:
+                        out.write(writer.packet(msg, 960))
+                    else:
+                        out.write(msg)
+                    continue
+                event = json.loads(msg)
+                if event["type"] == "ready":
+                    if not pcm:
+                        writer = OggOpusWriter(48000, pre_skip=int(event.get("pre_skip", 312)))
+                        out.write(writer.headers())
+                elif event["type"] == "error":
+                    print(f"voxwire say: {event['code']}: {event['message']}", file=sys.stderr)
+                    if event.get("fatal"):
+                        return 1
+                elif event["type"] == "done":
+                    break
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+    except OSError as exc:
+        print(f"voxwire say: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if writer is not None:
+            out.write(writer.finish())
+        out.flush()
+    if args.output not in (None, "-"):
+        print(f"wrote {frames} frames to {args.output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxwire", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    config.add_arguments(serve)
+    say = sub.add_parser("say", help="speak text through a running server")
+    say.add_argument("text", nargs="*", help="text to speak (default: read stdin)")
+    say.add_argument("-o", "--output", help="output file (default stdout)")
+    say.add_argument(
+        "--url", default=os.environ.get("VOXWIRE_URL", "ws://127.0.0.1:8765/v1/stream")
+    )
+    say.add_argument(
+        "--format",
+        choices=["ogg", "pcm"],
+        default="ogg",
+        help="ogg: Ogg Opus file; pcm: raw s16le mono",
+    )
+    say.add_argument("--sample-rate", type=int, default=24000, help="PCM sample rate")
+    say.add_argument("--bitrate", type=int, default=None, help="Opus bitrate, bits/s")
+    say.add_argument("--voice")
+    say.add_argument("--engine")
+    say.add_argument("--speed", type=float)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.output in (None, "-"):
+        return asyncio.run(_say(args, sys.stdout.buffer))
+    with open(args.output, "wb") as out:
+        return asyncio.run(_say(args, out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Settings: one msgspec struct, filled from defaults, ``VOXWIRE_*`` variables and CLI flags.
+
+Every limit the server enforces lives here, so each is explicit and configurable.
+``python -m server.config`` prints the Markdown settings table used in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+import msgspec
+
+ENV_PREFIX = "VOXWIRE_"
+
+# Field documentation lives in the Meta so the README table is generated from the code.
+_D = msgspec.Meta
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: Annotated[str, _D(description="Address to listen on.")] = "127.0.0.1"
+    port: Annotated[int, _D(ge=0, le=65535, description="TCP port (0 picks a free one).")] = 8765
+    engine: Annotated[str, _D(description="Default engine for sessions that name none.")] = "piper"
+    voice: Annotated[str, _D(description="Default voice of the default engine.")] = (
+        "en_US-joe-medium"
+    )
+    replay_engine: Annotated[
+        bool,
+        _D(
+            description="Also serve the zero-cost `replay` engine (real speech replayed "
+            "instantly) for capacity benchmarks."
+        ),
+    ] = False
+    engine_threads: Annotated[
+        int, _D(ge=1, le=64, description="Worker threads per engine (each runs one chunk at once).")
+    ] = 1
+    warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True
+    max_sessions: Annotated[
+        int, _D(ge=1, description="Concurrent WebSocket sessions; more are refused (close 1013).")
+    ] = 256
+    max_message_bytes: Annotated[
+        int, _D(ge=1024, description="Largest client message; larger closes with 1009.")
+    ] = 65536
+    max_buffered_chars: Annotated[
+        int,
+        _D(
+            ge=100,
+            description="Text accepted but not yet synthesized, per session; "
+            "text beyond it is refused with `text_buffer_full`.",
+        ),
+    ] = 20000
+    max_unsent_audio_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Encoded audio waiting to be sent, per session, in seconds; "
+            "above it the session takes no engine work.",
+        ),
+    ] = 4.0
+    slow_consumer_timeout_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="How long a session may stay above `max_unsent_audio_s` "
+            "before it is closed with `slow_consumer`.",
+        ),
+    ] = 10.0
+    close_grace_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="How long a session being closed for an error waits for a "
+            "stalled client to take the error event and the close frame.",
+        ),
+    ] = 5.0
+    socket_send_buffer_bytes: Annotated[
+        int,
+        _D(
+            ge=0,
+            description="Kernel send buffer per WebSocket (SO_SNDBUF; 0 = kernel "
+            "autotuning, which lets a stalled client park megabytes in the kernel).",
+        ),
+    ] = 131072
+    idle_timeout_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Close a session after this long with no client message "
+            "and no audio in flight.",
+        ),
+    ] = 120.0
+    max_session_s: Annotated[float, _D(gt=0, description="Longest a session may last.")] = 3600.0
+    start_timeout_s: Annotated[
+        float, _D(gt=0, description="Time a new connection has to send `start`.")
+    ] = 10.0
+    opus_complexity: Annotated[int, _D(ge=0, le=10, description="Opus encoder complexity.")] = 5
+    opus_application: Annotated[
+        Literal["voip", "audio", "lowdelay"], _D(description="Opus application mode.")
+    ] = "voip"
+    opus_fec: Annotated[bool, _D(description="Opus in-band forward error correction.")] = False
+    opus_packet_loss_perc: Annotated[
+        int, _D(ge=0, le=100, description="Expected packet loss, % (FEC acts only when > 0).")
+    ] = 0
+    opus_dtx: Annotated[bool, _D(description="Opus discontinuous transmission.")] = False
+    chunk_first_min_words: Annotated[
+        int,
+        _D(
+            ge=1,
+            description="The first chunk of an utterance is cut at a clause "
+            "boundary once it has this many words.",
+        ),
+    ] = 4
+    chunk_max_chars: Annotated[
+        int, _D(ge=40, description="Hard maximum characters per engine chunk.")
+    ] = 400
+    ws_ping_interval_s: Annotated[
+        float, _D(ge=0, description="WebSocket ping interval (0 disables pings).")
+    ] = 20.0
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], _D(description="Log level.")
+    ] = "info"
+    log_format: Annotated[Literal["json", "console"], _D(description="Log line format.")] = "json"
+
+
+def _field_info() -> list[tuple[str, Any, Any, str]]:
+    """(name, type, default, description) for every setting."""
+    hints = get_type_hints(Settings, include_extras=True)
+    defaults = Settings()
+    out = []
+    for name in Settings.__struct_fields__:
+        hint = hints[name]
+        desc = ""
+        base = hint
+        if get_origin(hint) is Annotated:
+            base, *metas = get_args(hint)
+            for m in metas:
+                if isinstance(m, msgspec.Meta) and m.description:
+                    desc = m.description
+        out.append((name, base, getattr(defaults, name), desc))
+    return out
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Defaults, then ``VOXWIRE_*`` from ``env``, then explicit overrides (CLI flags).
+
+    Raises msgspec.ValidationError naming the bad setting.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            raw[name] = env[key]
+    # Values from the environment are strings: convert them leniently ("4.5", "true").
+    merged = msgspec.to_builtins(Settings())
+    merged.update(msgspec.convert(raw, dict[str, Any]))
+    settings = msgspec.convert(merged, Settings, strict=False)
+    if overrides:
+        merged = msgspec.to_builtins(settings)
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        settings = msgspec.convert(merged, Settings, strict=False)
+    return settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per setting; absent flags leave the env/default value alone."""
+    for name, typ, default, desc in _field_info():
+        flag = "--" + name.replace("_", "-")
+        if typ is bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{desc} (default {default})",
+            )
+        else:
+            choices: Sequence[Any] | None = get_args(typ) if get_origin(typ) is Literal else None
+            parser.add_argument(
+                flag,
+                dest=name,
+                default=None,
+                choices=choices,
+                help=f"{desc} (default {default})",
+            )
+
+
+def settings_table() -> str:
+    lines = [
+        "| flag | environment | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, _typ, default, desc in _field_info():
+        shown = str(default).lower() if isinstance(default, bool) else default
+        lines.append(
+            f"| `--{name.replace('_', '-')}` | `{ENV_PREFIX}{name.upper()}` | `{shown}` | {desc} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

@@ -1,0 +1,60 @@
+"""What an engine is: a blocking synthesizer the worker runs on its own threads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+Audio = npt.NDArray[np.float32]
+
+
+class VoiceInfo(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    engine: str
+    language: str
+    sample_rate: int
+    builtin: bool = True
+
+
+class EngineInfo(msgspec.Struct, kw_only=True):
+    name: str
+    sample_rate: int
+    languages: list[str]
+    default_voice: str
+    loaded: bool
+    streaming: bool  # True when audio of one chunk arrives in pieces before the chunk is done
+
+
+class EngineError(Exception):
+    """The engine could not synthesize; ``code`` goes to the client in an error event."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Engine(Protocol):
+    """A synthesizer. ``load`` and ``synthesize`` block and run on worker threads."""
+
+    name: str
+    sample_rate: int
+
+    def load(self) -> None: ...
+
+    def info(self) -> EngineInfo: ...
+
+    def voices(self) -> list[VoiceInfo]: ...
+
+    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
+        """Yield mono float32 audio in [-1, 1] at ``sample_rate`` as it is produced.
+
+        The caller may stop iterating at any time (barge-in); the engine must not
+        rely on being drained.
+        """
+        ...

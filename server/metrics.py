@@ -1,0 +1,47 @@
+"""Prometheus metrics, on a registry per app so several apps can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+_RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active_sessions = Gauge(
+            "voxwire_active_sessions", "WebSocket sessions open now.", registry=r
+        )
+        self.sessions = Counter("voxwire_sessions", "Sessions started.", ["engine"], registry=r)
+        self.ttfa = Histogram(
+            "voxwire_time_to_first_audio_seconds",
+            "From the first chunk of an utterance being ready to its first frame sent.",
+            ["engine"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rtf = Histogram(
+            "voxwire_engine_real_time_factor",
+            "Engine time over audio time, per chunk.",
+            ["engine"],
+            buckets=_RTF_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "voxwire_engine_queue_depth",
+            "Jobs waiting for an engine thread.",
+            ["engine"],
+            registry=r,
+        )
+        self.frames_sent = Counter(
+            "voxwire_frames_sent", "Audio frames sent to clients.", registry=r
+        )
+        self.audio_seconds = Counter(
+            "voxwire_audio_seconds_sent", "Seconds of audio sent to clients.", registry=r
+        )
+        self.errors = Counter(
+            "voxwire_errors", "Error events sent to clients, by code.", ["code"], registry=r
+        )

@@ -1,0 +1,221 @@
+"""Wire protocol v1: every message on ``/v1/stream`` as a msgspec type, plus the codec.
+
+The codec is sans-I/O: ``decode_client_message`` takes the text of one WebSocket
+message and returns a typed message or a ``ProtocolError`` that names what was
+wrong. The JSON Schema in docs/protocol.schema.json is generated from these types
+(``python -m server.protocol``), so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+Encoding = Literal["opus", "pcm_s16le", "mulaw"]
+
+OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
+OPUS_FRAME_MS: Final = (10, 20, 40, 60)
+PCM_FRAME_MS: Final = (10, 20, 40, 60, 80, 100)
+MIN_RATE: Final = 8000
+MAX_RATE: Final = 48000
+
+
+class OutputFormat(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The audio format of the binary frames."""
+
+    encoding: Encoding = "opus"
+    sample_rate: Annotated[int, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)] = 48000
+    frame_ms: int = 20
+    bitrate: Annotated[int, msgspec.Meta(ge=6000, le=510000)] | None = None
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+class Start(msgspec.Struct, tag="start", kw_only=True, forbid_unknown_fields=True):
+    """Opens an utterance stream; must be the first message."""
+
+    voice: str | None = None
+    engine: str | None = None
+    language: str | None = None
+    speed: Annotated[float, msgspec.Meta(ge=0.5, le=2.0)] = 1.0
+    output: OutputFormat | None = None
+
+
+class Text(msgspec.Struct, tag="text", kw_only=True, forbid_unknown_fields=True):
+    """A piece of text; it may end mid-word."""
+
+    text: str
+
+
+class Flush(msgspec.Struct, tag="flush", forbid_unknown_fields=True):
+    """Synthesize everything buffered now, sentence end or not."""
+
+
+class Cancel(msgspec.Struct, tag="cancel", forbid_unknown_fields=True):
+    """Barge-in: drop buffered text, queued engine work and unsent audio."""
+
+
+class End(msgspec.Struct, tag="end", forbid_unknown_fields=True):
+    """No more text: synthesize the rest, send ``done`` and close with 1000."""
+
+
+ClientMessage = Start | Text | Flush | Cancel | End
+
+# ---------------------------------------------------------------- server -> client
+
+
+class Ready(msgspec.Struct, tag="ready", kw_only=True):
+    session_id: str
+    output: OutputFormat
+    engine: str
+    voice: str
+    # Opus only: encoder delay in 48 kHz samples, the OpusHead pre-skip for an Ogg writer.
+    pre_skip: int = 0
+
+
+class Segment(msgspec.Struct, tag="segment", kw_only=True):
+    """Sent before the first audio frame of each synthesized chunk."""
+
+    index: int
+    text: str
+    first_frame: int
+
+
+class Flushed(msgspec.Struct, tag="flushed"):
+    pass
+
+
+class Cancelled(msgspec.Struct, tag="cancelled"):
+    pass
+
+
+class Done(msgspec.Struct, tag="done", kw_only=True):
+    frames: int
+
+
+class Error(msgspec.Struct, tag="error", kw_only=True):
+    code: str
+    message: str
+    fatal: bool = False
+
+
+ServerMessage = Ready | Segment | Flushed | Cancelled | Done | Error
+
+_client_decoder: Final = msgspec.json.Decoder(ClientMessage)
+_encoder: Final = msgspec.json.Encoder()
+
+CLIENT_TYPES: Final = ("start", "text", "flush", "cancel", "end")
+
+
+class ProtocolError(Exception):
+    """A client message that cannot be accepted; ``code`` is sent as the error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_client_message(data: str | bytes) -> ClientMessage:
+    """Decode one client text message, or raise ProtocolError naming the fault."""
+    try:
+        msg: ClientMessage = _client_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _classify(str(exc), data) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("invalid_json", f"message is not valid JSON: {exc}") from None
+    if isinstance(msg, Start) and msg.output is not None:
+        check_output(msg.output)
+    return msg
+
+
+def check_output(out: OutputFormat) -> None:
+    """Range checks that depend on more than one field of the output format."""
+    if out.encoding == "opus":
+        if out.sample_rate not in OPUS_RATES:
+            raise ProtocolError(
+                "out_of_range",
+                f"output.sample_rate {out.sample_rate} is not an Opus rate; use one of "
+                + ", ".join(map(str, OPUS_RATES)),
+            )
+        if out.frame_ms not in OPUS_FRAME_MS:
+            raise ProtocolError(
+                "out_of_range",
+                f"output.frame_ms {out.frame_ms} is not an Opus frame size; use one of "
+                + ", ".join(map(str, OPUS_FRAME_MS)),
+            )
+    else:
+        if out.frame_ms not in PCM_FRAME_MS:
+            raise ProtocolError(
+                "out_of_range",
+                f"output.frame_ms {out.frame_ms} is not allowed; use one of "
+                + ", ".join(map(str, PCM_FRAME_MS)),
+            )
+        if out.bitrate is not None:
+            raise ProtocolError(
+                "invalid_field", f"output.bitrate applies to opus only, not {out.encoding}"
+            )
+
+
+def _classify(text: str, data: str | bytes) -> ProtocolError:
+    """Map msgspec's validation message to a stable error code."""
+    if text.startswith("Invalid value") and text.endswith("`$.type`"):
+        return ProtocolError(
+            "unknown_type",
+            f"unknown message type {_peek_type(data)!r}; expected one of "
+            + ", ".join(CLIENT_TYPES),
+        )
+    if "missing required field `type`" in text or text.startswith("Expected `object`"):
+        return ProtocolError(
+            "invalid_message", f"{text}; every message is a JSON object with a 'type'"
+        )
+    if " <= " in text or " >= " in text or text.startswith("Invalid enum value"):
+        return ProtocolError("out_of_range", text)
+    if text.startswith("Expected `"):
+        return ProtocolError("invalid_field", text)
+    if "missing required field" in text:
+        return ProtocolError("missing_field", text)
+    if "unknown field" in text:
+        return ProtocolError("unknown_field", text)
+    return ProtocolError("invalid_message", text)
+
+
+def _peek_type(data: str | bytes) -> Any:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj.get("type") if isinstance(obj, dict) else None
+
+
+def encode_server_message(msg: ServerMessage) -> str:
+    return _encoder.encode(msg).decode()
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of both directions of the protocol."""
+    (client, server), components = msgspec.json.schema_components(
+        [ClientMessage, ServerMessage], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "voxwire-protocol-v1",
+        "title": "voxwire WebSocket protocol v1 (text messages)",
+        "description": "Binary messages carry exactly one audio frame each and are not "
+        "described here; see docs/protocol.md.",
+        "$defs": components,
+        "properties": {"client_to_server": client, "server_to_client": server},
+    }
+
+
+def main() -> None:
+    json.dump(json_schema(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+"""One WebSocket session on ``/v1/stream``: the I/O edge around the streaming units.
+
+text → SentenceChunker → EngineWorker (threads: engine → AudioPipeline) →
+Outbox → sender task → WebSocket. The reader, the sender and a watchdog are
+three coroutines of one session; every state change happens on the event loop,
+so ordering questions (is this frame older than that cancel?) are answered by
+the generation number alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+from starlette.websockets import WebSocket, WebSocketState
+
+from server import protocol as p
+from server.engines.worker import (
+    ChunkDone,
+    EngineFailed,
+    EngineWorker,
+    Job,
+    Output,
+    SegmentStart,
+    UtteranceDone,
+)
+from server.streaming.chunker import SentenceChunker
+from server.streaming.encoder import OpusEncoder, make_encoder
+from server.streaming.outbox import Outbox
+from server.streaming.pipeline import AudioPipeline
+
+if TYPE_CHECKING:
+    from server.app import AppState
+
+log = structlog.get_logger("voxwire.session")
+
+# WebSocket close codes (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+_WATCHDOG_PERIOD_S = 0.25
+
+
+class SessionClosed(Exception):
+    pass
+
+
+class Session:
+    def __init__(self, ws: WebSocket, state: AppState) -> None:
+        self.ws = ws
+        self.state = state
+        self.settings = state.settings
+        self.session_id = uuid.uuid4().hex
+        self.log = log.bind(session_id=self.session_id)
+        # Incremented on barge-in and on close: output of older jobs is dropped.
+        self.generation = 0
+        self.pipeline_generation = 0
+        self.started = False
+        self.worker: EngineWorker | None = None
+        self.voice = ""
+        self.speed = 1.0
+        self.pipeline: AudioPipeline  # set by start
+        self.output: p.OutputFormat | None = None
+        self.chunker = SentenceChunker(state.chunk_policy)
+        self.outbox = Outbox(0.02)
+        self._has_items = asyncio.Event()
+        self.frames_sent = 0  # frames are numbered by the order they are sent
+
+        self.segments = 0
+        self.pending_chars = 0  # text submitted to the engine and not finished
+        self.chars_in = 0
+        self.audio_s_sent = 0.0
+        self.peak_unsent_s = 0.0
+        self.utterance_t0: float | None = None  # first chunk of the utterance ready
+        self._first_chunk_t0: dict[int, float] = {}  # segment index -> utterance_t0
+        self._ttfa_t0: float | None = None  # set when a first segment is sent
+        self.ttfa: list[float] = []
+        self.ending = False
+        self.close_after_drain = False
+        self.closing = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        now = time.monotonic()
+        self.connected_at = now
+        self.last_client_msg = now
+        self.over_limit_since: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        st = self.state
+        if not st.ready:
+            await self._fail(
+                "not_ready", "engines are still loading; retry shortly", CLOSE_TRY_AGAIN
+            )
+            return
+        if st.active_sessions >= self.settings.max_sessions:
+            await self._fail(
+                "server_busy",
+                f"server is at its session limit ({self.settings.max_sessions}); retry later",
+                CLOSE_TRY_AGAIN,
+            )
+            return
+        st.active_sessions += 1
+        st.metrics.active_sessions.inc()
+        self._tasks = [
+            asyncio.create_task(self._sender(), name=f"send-{self.session_id}"),
+            asyncio.create_task(self._watchdog(), name=f"watch-{self.session_id}"),
+        ]
+        try:
+            await self._reader()
+        finally:
+            self.closing = True
+            self._drop_work()
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            st.active_sessions -= 1
+            st.metrics.active_sessions.dec()
+            self._log_end()
+
+    async def _reader(self) -> None:
+        limit = self.settings.max_message_bytes
+        while True:
+            msg = await self.ws.receive()
+            kind = msg["type"]
+            if kind == "websocket.disconnect":
+                if self.close_code is None:
+                    self.close_code = int(msg.get("code", 1005))
+                return
+            if self.closing:
+                continue
+            self.last_client_msg = time.monotonic()
+            text = msg.get("text")
+            if text is None:
+                await self._fail(
+                    "binary_not_allowed",
+                    "client messages must be JSON text; binary messages are not accepted",
+                    CLOSE_UNSUPPORTED,
+                )
+                continue
+            if len(text) > limit // 4 and len(text.encode()) > limit:
+                # uvicorn enforces the same limit on the wire; this guards other servers.
+                await self._fail("message_too_large", f"message exceeds {limit} bytes", 1009)
+                continue
+            try:
+                await self._handle(p.decode_client_message(text))
+            except p.ProtocolError as exc:
+                self._error(exc.code, exc.message)
+
+    # ------------------------------------------------------------------ messages
+
+    async def _handle(self, msg: p.ClientMessage) -> None:
+        if isinstance(msg, p.Start):
+            if self.started:
+                raise p.ProtocolError("already_started", "this session has already started")
+            self._start(msg)
+            return
+        if not self.started:
+            raise p.ProtocolError(
+                "not_started", f"'{_type_of(msg)}' before 'start'; send 'start' first"
+            )
+        if self.ending:
+            raise p.ProtocolError("session_ending", f"'{_type_of(msg)}' after 'end'")
+        if isinstance(msg, p.Text):
+            self._text(msg.text)
+        elif isinstance(msg, p.Flush):
+            self._submit_chunks(self.chunker.flush())
+            self._submit_marker("flush")
+        elif isinstance(msg, p.Cancel):
+            self._cancel()
+        elif isinstance(msg, p.End):
+            self.ending = True
+            self._submit_chunks(self.chunker.flush())
+            self._submit_marker("end")
+
+    def _start(self, msg: p.Start) -> None:
+        st = self.state
+        engine_name = msg.engine or self.settings.engine
+        worker = st.workers.get(engine_name)
+        if worker is None:
+            raise p.ProtocolError(
+                "unknown_engine",
+                f"no engine {engine_name!r}; available: {', '.join(sorted(st.workers))}",
+            )
+        engine = worker.engine
+        voices = {v.id for v in engine.voices()}
+        voice = msg.voice or (
+            self.settings.voice
+            if engine_name == self.settings.engine
+            else engine.info().default_voice
+        )
+        if voice not in voices:
+            raise p.ProtocolError(
+                "unknown_voice",
+                f"engine {engine_name!r} has no voice {voice!r}; available: "
+                + ", ".join(sorted(voices)),
+            )
+        if msg.language is not None:
+            langs = engine.info().languages
+            if msg.language.split("-")[0].lower() not in langs:
+                raise p.ProtocolError(
+                    "unsupported_language",
+                    f"engine {engine_name!r} does not speak {msg.language!r}; it speaks "
+                    + ", ".join(langs),
+                )
+        out = msg.output or p.OutputFormat()
+        s = self.settings
+        try:
+            encoder = make_encoder(
+                out.encoding,
+                out.sample_rate,
+                out.frame_ms,
+                out.bitrate,
+                complexity=s.opus_complexity,
+                fec=s.opus_fec,
+                packet_loss_perc=s.opus_packet_loss_perc,
+                dtx=s.opus_dtx,
+                application=s.opus_application,
+            )
+        except ValueError as exc:
+            raise p.ProtocolError("out_of_range", str(exc)) from None
+        bitrate = encoder.ctl_settings()["bitrate"] if isinstance(encoder, OpusEncoder) else None
+        self.output = p.OutputFormat(
+            encoding=out.encoding,
+            sample_rate=out.sample_rate,
+            frame_ms=out.frame_ms,
+            bitrate=bitrate,
+        )
+        self.pipeline = AudioPipeline(engine.sample_rate, encoder)
+        self.outbox.frame_s = out.frame_ms / 1000.0
+        self.worker = worker
+        self.voice = voice
+        self.speed = msg.speed
+        self.started = True
+        st.metrics.sessions.labels(engine_name).inc()
+        pre_skip = encoder.lookahead * 48000 // out.sample_rate if out.encoding == "opus" else 0
+        self._put(
+            p.Ready(
+                session_id=self.session_id,
+                output=self.output,
+                engine=engine_name,
+                voice=voice,
+                pre_skip=pre_skip,
+            )
+        )
+        self.log.info(
+            "session_start",
+            engine=engine_name,
+            voice=voice,
+            output=msgspec.to_builtins(self.output),
+        )
+
+    def _text(self, text: str) -> None:
+        buffered = self.chunker.buffered_chars + self.pending_chars
+        if buffered + len(text) > self.settings.max_buffered_chars:
+            raise p.ProtocolError(
+                "text_buffer_full",
+                f"{buffered} characters are waiting to be spoken and the limit is "
+                f"{self.settings.max_buffered_chars}; this text ({len(text)} characters) "
+                "was dropped — send less at once or wait for audio",
+            )
+        self.chars_in += len(text)
+        self._submit_chunks(self.chunker.push(text))
+
+    def _submit_chunks(self, chunks: list[str]) -> None:
+        assert self.worker is not None
+        for chunk in chunks:
+            first = self.utterance_t0 is None
+            if first:
+                self.utterance_t0 = time.perf_counter()
+                self._first_chunk_t0[self.segments] = self.utterance_t0
+            self.worker.submit(
+                Job(
+                    self,
+                    self.generation,
+                    "chunk",
+                    text=chunk,
+                    voice=self.voice,
+                    speed=self.speed,
+                    first=first,
+                    index=self.segments,
+                )
+            )
+            self.segments += 1
+            self.pending_chars += len(chunk)
+
+    def _submit_marker(self, kind: str) -> None:
+        assert self.worker is not None
+        self.worker.submit(Job(self, self.generation, kind))
+        self.utterance_t0 = None  # the next chunk starts a new utterance
+
+    def _cancel(self) -> None:
+        self._drop_work()
+        self.chunker.clear()
+        self._put(p.Cancelled())
+
+    def _drop_work(self) -> None:
+        self.generation += 1
+        if self.worker is not None:
+            self.worker.cancel(self.session_id)
+        self.outbox.drop_audio()
+        self.pending_chars = 0
+        self.utterance_t0 = None
+        self._first_chunk_t0.clear()
+        self._ttfa_t0 = None
+        self.over_limit_since = None
+
+    # ------------------------------------------------------------------ engine output
+
+    def can_take_work(self) -> bool:
+        return self.outbox.audio_s < self.settings.max_unsent_audio_s
+
+    def deliver(self, generation: int, items: list[Output]) -> None:
+        if generation != self.generation or self.closing:
+            return  # late output of cancelled work
+        for item in items:
+            if isinstance(item, bytes):
+                self.outbox.put_frame(item)
+            elif isinstance(item, SegmentStart):
+                # first_frame is filled in when the sender reaches it (frames are
+                # numbered in send order, and barge-in drops queued ones).
+                self.outbox.put_message(item, droppable=True)
+            elif isinstance(item, ChunkDone):
+                self.pending_chars = max(0, self.pending_chars - len_of(item))
+                if item.audio_s > 0:
+                    self.state.metrics.rtf.labels(self.worker_name).observe(
+                        item.engine_s / item.audio_s
+                    )
+            elif isinstance(item, UtteranceDone):
+                if item.marker == "flush":
+                    self._put(p.Flushed())
+                else:
+                    self.outbox.put_message(p.Done(frames=0))
+                    self.close_after_drain = True
+            elif isinstance(item, EngineFailed):
+                self._error(item.code, item.message)
+        self.peak_unsent_s = max(self.peak_unsent_s, self.outbox.audio_s)
+        self._has_items.set()
+
+    @property
+    def worker_name(self) -> str:
+        return self.worker.engine.name if self.worker else ""
+
+    # ------------------------------------------------------------------ sending
+
+    def _put(self, msg: p.ServerMessage) -> None:
+        self.outbox.put_message(p.encode_server_message(msg))
+        self._has_items.set()
+
+    def _error(self, code: str, message: str, fatal: bool = False) -> None:
+        self.state.metrics.errors.labels(code).inc()
+        self.log.info("client_error", code=code, message=message, fatal=fatal)
+        self._put(p.Error(code=code, message=message, fatal=fatal))
+
+    async def _sender(self) -> None:
+        ws = self.ws
+        metrics = self.state.metrics
+        outbox = self.outbox
+        frame_s = 0.02
+        try:
+            while True:
+                if not outbox:
+                    if self.close_after_drain:
+                        await self._close(CLOSE_NORMAL, "done")
+                        return
+                    self._has_items.clear()
+                    await self._has_items.wait()
+                    frame_s = outbox.frame_s
+                    continue
+                is_frame, item = outbox.pop()
+                if is_frame:
+                    await ws.send_bytes(item)
+                    self.frames_sent += 1
+                    self.audio_s_sent += frame_s
+                    metrics.frames_sent.inc()
+                    metrics.audio_seconds.inc(frame_s)
+                    if self._ttfa_t0 is not None:
+                        self._note_ttfa(self._ttfa_t0)
+                    if self.worker is not None and outbox.audio_s < (
+                        self.settings.max_unsent_audio_s
+                    ):
+                        self.worker.wake()
+                    continue
+                if isinstance(item, SegmentStart):
+                    t0 = self._first_chunk_t0.pop(item.index, None)
+                    if t0 is not None:
+                        self._ttfa_t0 = t0
+                    item = p.encode_server_message(
+                        p.Segment(index=item.index, text=item.text, first_frame=self.frames_sent)
+                    )
+                elif isinstance(item, p.Done):
+                    item = p.encode_server_message(p.Done(frames=self.frames_sent))
+                await ws.send_text(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client went away mid-send
+            self.log.debug("send_stopped", error=repr(exc))
+
+    def _note_ttfa(self, t0: float) -> None:
+        dt = time.perf_counter() - t0
+        self.ttfa.append(dt)
+        self.state.metrics.ttfa.labels(self.worker_name).observe(dt)
+        self._ttfa_t0 = None
+
+    async def _close(self, code: int, reason: str, timeout: float | None = None) -> None:
+        self.close_code = code
+        self.close_reason = reason
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.ws.close(code, reason), timeout or self.settings.close_grace_s
+                )
+
+    async def _fail(self, code: str, message: str, close_code: int) -> None:
+        """A fatal error: say what was wrong, then close with ``close_code``."""
+        if self.closing:
+            return
+        self.closing = True
+        self._drop_work()
+        self.state.metrics.errors.labels(code).inc()
+        self.log.info("client_error", code=code, message=message, fatal=True)
+        me = asyncio.current_task()
+        for t in self._tasks:
+            if t is not me:
+                t.cancel()
+        # A stalled client gets close_grace_s in all to take the event and the close.
+        deadline = time.monotonic() + self.settings.close_grace_s
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.ws.send_text(
+                    p.encode_server_message(p.Error(code=code, message=message, fatal=True))
+                ),
+                self.settings.close_grace_s,
+            )
+        await self._close(close_code, code, max(0.1, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ watchdog
+
+    async def _watchdog(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(_WATCHDOG_PERIOD_S)
+            now = time.monotonic()
+            if not self.started and now - self.connected_at > s.start_timeout_s:
+                await self._fail(
+                    "start_timeout", f"no 'start' within {s.start_timeout_s:g} s", CLOSE_POLICY
+                )
+                return
+            if now - self.connected_at > s.max_session_s:
+                await self._fail(
+                    "session_too_long",
+                    f"session exceeded max_session_s={s.max_session_s:g} s",
+                    CLOSE_POLICY,
+                )
+                return
+            busy = len(self.outbox) > 0 or self.pending_chars > 0
+            if not busy and now - self.last_client_msg > s.idle_timeout_s:
+                await self._fail(
+                    "idle_timeout", f"no message for {s.idle_timeout_s:g} s", CLOSE_POLICY
+                )
+                return
+            if self.outbox.audio_s >= s.max_unsent_audio_s:
+                if self.over_limit_since is None:
+                    self.over_limit_since = now
+                elif now - self.over_limit_since > s.slow_consumer_timeout_s:
+                    await self._fail(
+                        "slow_consumer",
+                        f"client fell {self.outbox.audio_s:.1f} s of audio behind for over "
+                        f"{s.slow_consumer_timeout_s:g} s (limit max_unsent_audio_s="
+                        f"{s.max_unsent_audio_s:g})",
+                        CLOSE_POLICY,
+                    )
+                    return
+            else:
+                self.over_limit_since = None
+
+    # ------------------------------------------------------------------ logging
+
+    def _log_end(self) -> None:
+        ttfa = self.ttfa
+        self.log.info(
+            "session_end",
+            engine=self.worker_name,
+            duration_s=round(time.monotonic() - self.connected_at, 3),
+            ttfa_ms=round(ttfa[0] * 1000, 1) if ttfa else None,
+            ttfa_max_ms=round(max(ttfa) * 1000, 1) if ttfa else None,
+            utterances=len(ttfa),
+            chars=self.chars_in,
+            segments=self.segments,
+            frames_sent=self.frames_sent,
+            audio_s=round(self.audio_s_sent, 3),
+            peak_unsent_audio_s=round(self.peak_unsent_s, 3),
+            close_code=self.close_code,
+            close_reason=self.close_reason,
+        )
+
+
+def len_of(item: ChunkDone) -> int:
+    return item.chars
+
+
+def _type_of(msg: Any) -> str:
+    return str(type(msg).__struct_config__.tag)

@@ -1,0 +1,164 @@
+"""The engine worker's scheduling, without sockets: a real engine (Piper replayed
+by the zero-cost engine), real audio pipelines, and owners that record output."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from server.engines.base import Audio, EngineError
+from server.engines.piper import DEFAULT_VOICE, PiperEngine
+from server.engines.replay import ReplayEngine
+from server.engines.worker import (
+    ChunkDone,
+    EngineFailed,
+    EngineWorker,
+    Job,
+    Output,
+    SegmentStart,
+    UtteranceDone,
+)
+from server.streaming.encoder import make_encoder
+from server.streaming.pipeline import AudioPipeline
+
+
+@pytest.fixture(scope="module")
+def replay() -> Iterator[ReplayEngine]:
+    engine = ReplayEngine(PiperEngine())
+    engine.load()
+    yield engine
+
+
+class Owner:
+    def __init__(self, name: str, rate: int, log: list[tuple[str, int]]) -> None:
+        self.session_id = name
+        self.generation = 0
+        self.pipeline_generation = 0
+        self.pipeline = AudioPipeline(rate, make_encoder("pcm_s16le", 16000, 20, None))
+        self.items: list[Output] = []
+        self.accepting = True
+        self.log = log
+        self.done = asyncio.Event()
+
+    def can_take_work(self) -> bool:
+        return self.accepting
+
+    def deliver(self, generation: int, items: list[Output]) -> None:
+        if generation != self.generation:
+            return
+        for it in items:
+            if isinstance(it, SegmentStart):
+                self.log.append((self.session_id, it.index))
+            if isinstance(it, UtteranceDone):
+                self.done.set()
+        self.items.extend(items)
+
+    def frames(self) -> list[bytes]:
+        return [i for i in self.items if isinstance(i, bytes)]
+
+
+def chunk(owner: Owner, i: int, text: str = "Some words to say here.", first: bool = False) -> Job:
+    return Job(
+        owner, owner.generation, "chunk", text=text, voice=DEFAULT_VOICE, first=first, index=i
+    )
+
+
+async def test_round_robin_and_first_chunks_first(replay: ReplayEngine) -> None:
+    log: list[tuple[str, int]] = []
+    a, b, c = (Owner(n, replay.sample_rate, log) for n in "abc")
+    worker = EngineWorker(replay, threads=1)
+    # queue everything before the dispatcher runs, so the order is the scheduler's
+    for i in range(4):
+        worker.submit(chunk(a, i, first=i == 0))
+    for i in range(4):
+        worker.submit(chunk(b, i, first=False))
+    worker.submit(chunk(c, 0, first=True))
+    for o in (a, b, c):
+        worker.submit(Job(o, 0, "flush"))
+    assert worker.queue_depth == 12
+    worker.start()
+    await asyncio.wait_for(asyncio.gather(a.done.wait(), b.done.wait(), c.done.wait()), 30)
+    await worker.stop()
+    # first chunks of utterances first (a0, c0), then sessions alternate
+    assert log[:2] == [("a", 0), ("c", 0)]
+    rest = [s for s, _ in log[2:]]
+    assert rest[:6] == ["b", "a", "b", "a", "b", "a"]
+    for o in (a, b, c):
+        assert [i for s, i in log if s == o.session_id] == sorted(
+            i for s, i in log if s == o.session_id
+        )
+        assert o.frames() and isinstance(o.items[-1], UtteranceDone)
+    assert worker.queue_depth == 0
+
+
+async def test_cancel_removes_queued_work_and_drops_late_output(replay: ReplayEngine) -> None:
+    log: list[tuple[str, int]] = []
+    a = Owner("a", replay.sample_rate, log)
+    worker = EngineWorker(replay, threads=1)
+    for i in range(5):
+        worker.submit(chunk(a, i))
+    assert worker.cancel("a") == 5
+    assert worker.queue_depth == 0
+    a.generation += 1  # what the session does on barge-in
+    worker.submit(chunk(a, 9, text="Fresh words."))
+    worker.submit(Job(a, a.generation, "flush"))
+    worker.start()
+    await asyncio.wait_for(a.done.wait(), 30)
+    await worker.stop()
+    assert log == [("a", 9)]
+
+
+async def test_backpressured_session_is_skipped(replay: ReplayEngine) -> None:
+    log: list[tuple[str, int]] = []
+    slow, fast = Owner("slow", replay.sample_rate, log), Owner("fast", replay.sample_rate, log)
+    slow.accepting = False
+    worker = EngineWorker(replay, threads=1)
+    worker.start()
+    worker.submit(chunk(slow, 0, first=True))
+    for i in range(3):
+        worker.submit(chunk(fast, i, first=i == 0))
+    worker.submit(Job(fast, 0, "flush"))
+    await asyncio.wait_for(fast.done.wait(), 30)
+    assert [s for s, _ in log] == ["fast"] * 3
+    assert worker.queue_depth == 1  # slow's job waits
+    slow.accepting = True
+    worker.submit(Job(slow, 0, "flush"))
+    worker.wake()
+    await asyncio.wait_for(slow.done.wait(), 30)
+    await worker.stop()
+    assert log[-1] == ("slow", 0)
+
+
+class FailingEngine(PiperEngine):
+    """Piper that fails on one word: engine faults reach the session as events."""
+
+    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
+        if "explode" in text:
+            raise RuntimeError("model fell over")
+        if "refuse" in text:
+            raise EngineError("engine_refused", "cannot say that")
+        yield from super().synthesize(text, voice, speed)
+
+
+async def test_engine_faults_become_events_and_the_worker_goes_on() -> None:
+    engine = FailingEngine()
+    engine.load()
+    log: list[tuple[str, int]] = []
+    a = Owner("a", engine.sample_rate, log)
+    worker = EngineWorker(engine, threads=1)
+    worker.start()
+    worker.submit(chunk(a, 0, text="Please explode."))
+    worker.submit(chunk(a, 1, text="Please refuse."))
+    worker.submit(chunk(a, 2, text="Then carry on."))
+    worker.submit(Job(a, 0, "flush"))
+    await asyncio.wait_for(a.done.wait(), 30)
+    await worker.stop()
+    failures = [i for i in a.items if isinstance(i, EngineFailed)]
+    assert [(f.code, f.message) for f in failures] == [
+        ("engine_error", "model fell over"),
+        ("engine_refused", "cannot say that"),
+    ]
+    done = [i for i in a.items if isinstance(i, ChunkDone)]
+    assert [d.index for d in done] == [2] and done[0].audio_s > 0.5

@@ -1,0 +1,282 @@
+"""Test support: a real voxwire server in a subprocess, a WebSocket client, and
+audio checks with decoders we did not write (libopus, ffmpeg) and an offline
+recognizer (pocketsphinx, which ships its English model)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m server serve`` on a free port, with settings as VOXWIRE_* variables."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.port = free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="voxwire-", suffix=".log")[1])
+        env = dict(os.environ)
+        env.update({f"VOXWIRE_{k.upper()}": _env_value(v) for k, v in settings.items()})
+        env["VOXWIRE_PORT"] = str(self.port)
+        env["VOXWIRE_HOST"] = "127.0.0.1"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.http + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not healthy in {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if obj.get("event") == event:
+                    out.append(obj)
+        return out
+
+    def rss_bytes(self) -> int:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        m = re.search(r"VmRSS:\s+(\d+) kB", text)
+        assert m
+        return int(m.group(1)) * 1024
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _env_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+# ------------------------------------------------------------------ client
+
+
+@dataclass
+class Received:
+    """Everything a client got on one connection, in order."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[bytes] = field(default_factory=list)
+    order: list[tuple[str, Any]] = field(default_factory=list)  # ("frame", n) / ("event", ev)
+    close_code: int | None = None
+    close_reason: str = ""
+    first_frame_at: float | None = None
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
+
+
+async def connect(url: str, **kw: Any) -> ClientConnection:
+    return await websockets.connect(url, max_size=None, open_timeout=20, **kw)
+
+
+async def recv_until(
+    ws: ClientConnection, rec: Received, stop: str | None = None, timeout: float = 60.0
+) -> Received:
+    """Read messages into ``rec`` until an event of type ``stop`` or the close."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {stop!r} within {timeout} s; got {rec.events[-5:]}")
+            msg = await asyncio.wait_for(ws.recv(), left)
+            if isinstance(msg, bytes):
+                if rec.first_frame_at is None:
+                    rec.first_frame_at = time.monotonic()
+                rec.order.append(("frame", len(rec.frames)))
+                rec.frames.append(msg)
+            else:
+                ev = json.loads(msg)
+                rec.events.append(ev)
+                rec.order.append(("event", ev))
+                if stop is not None and ev["type"] == stop:
+                    return rec
+    except websockets.ConnectionClosed as exc:
+        rec.close_code = exc.rcvd.code if exc.rcvd else 1006
+        rec.close_reason = exc.rcvd.reason if exc.rcvd else ""
+    return rec
+
+
+async def send(ws: ClientConnection, **msg: Any) -> None:
+    await ws.send(json.dumps(msg))
+
+
+async def stream_tokens(
+    ws: ClientConnection,
+    text: str,
+    rng: np.random.Generator,
+    min_words: int = 1,
+    max_words: int = 4,
+    gap: tuple[float, float] = (0.02, 0.05),
+) -> None:
+    """Send ``text`` the way an LLM does: 1–4 words at a time, 20–50 ms apart,
+    pieces cut anywhere (a word may straddle two pieces)."""
+    words = re.findall(r"\S+\s*", text)
+    i = 0
+    while i < len(words):
+        n = int(rng.integers(min_words, max_words + 1))
+        piece = "".join(words[i : i + n])
+        i += n
+        if len(piece) > 3 and rng.random() < 0.3:  # split mid-word sometimes
+            cut = int(rng.integers(1, len(piece) - 1))
+            await send(ws, type="text", text=piece[:cut])
+            piece = piece[cut:]
+        await send(ws, type="text", text=piece)
+        await asyncio.sleep(float(rng.uniform(*gap)))
+
+
+# ------------------------------------------------------------------ audio checks
+
+Samples = npt.NDArray[np.float32]
+
+
+def decode_opus(frames: Iterable[bytes], rate: int = 48000) -> Samples:
+    """Decode raw Opus packets with libopus (through opuslib_next)."""
+    import opuslib_next
+
+    dec = opuslib_next.Decoder(rate, 1)
+    out = []
+    for f in frames:
+        pcm = dec.decode(f, rate * 120 // 1000)  # max frame size
+        out.append(np.frombuffer(pcm, dtype="<i2"))
+    if not out:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(out).astype(np.float32) / 32768.0
+
+
+def decode_pcm(frames: Iterable[bytes]) -> Samples:
+    return np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float32) / 32768.0
+
+
+def decode_mulaw_ffmpeg(frames: Iterable[bytes], rate: int) -> Samples:
+    """µ-law decoded by ffmpeg, an implementation we did not write."""
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "mulaw",
+            "-ar",
+            str(rate),
+            "-ac",
+            "1",
+            "-i",
+            "pipe:0",
+            "-f",
+            "s16le",
+            "pipe:1",
+        ],
+        input=b"".join(frames),
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def rms(x: Samples) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+def transcribe(x: Samples, rate: int) -> str:
+    """Offline speech recognition with pocketsphinx's bundled US English model."""
+    import soxr
+    from pocketsphinx import Decoder
+
+    y = soxr.resample(x, rate, 16000) if rate != 16000 else x
+    pcm = (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+    d = Decoder(samprate=16000, loglevel="FATAL")
+    d.start_utt()
+    d.process_raw(pcm, full_utt=True)
+    d.end_utt()
+    hyp = d.hyp()
+    return hyp.hypstr if hyp else ""
+
+
+def word_recall(reference: str, hypothesis: str) -> float:
+    """Share of reference words (in order-insensitive bag form) found in the hypothesis."""
+    ref = re.findall(r"[a-z']+", reference.lower())
+    hyp = re.findall(r"[a-z']+", hypothesis.lower())
+    pool: dict[str, int] = {}
+    for w in hyp:
+        pool[w] = pool.get(w, 0) + 1
+    hit = 0
+    for w in ref:
+        if pool.get(w, 0) > 0:
+            pool[w] -= 1
+            hit += 1
+    return hit / max(1, len(ref))
+
+
+def have(cmd: str) -> bool:
+    return shutil.which(cmd) is not None

@@ -1,0 +1,60 @@
+"""Settings from defaults, VOXWIRE_* variables and flags; the README table is generated."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import msgspec
+import pytest
+
+from server import config
+from tests.support import ROOT
+
+
+def test_precedence_defaults_env_flags() -> None:
+    s = config.load_settings({})
+    assert s == config.Settings()
+    s = config.load_settings(
+        {"VOXWIRE_PORT": "9000", "VOXWIRE_OPUS_FEC": "true", "VOXWIRE_MAX_UNSENT_AUDIO_S": "2.5"},
+        {"port": "9100", "host": None},
+    )
+    assert (s.port, s.opus_fec, s.max_unsent_audio_s, s.host) == (9100, True, 2.5, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"VOXWIRE_PORT": "eighty"}, "$.port"),
+        ({"VOXWIRE_MAX_UNSENT_AUDIO_S": "0"}, "$.max_unsent_audio_s"),
+        ({"VOXWIRE_LOG_LEVEL": "loud"}, "$.log_level"),
+    ],
+)
+def test_bad_settings_name_the_setting(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=needle.replace("$", r"\$")):
+        config.load_settings(env)
+
+
+def test_every_setting_has_a_flag() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    ns = parser.parse_args(["--max-unsent-audio-s", "3", "--no-warmup", "--log-format", "console"])
+    s = config.load_settings({}, vars(ns))
+    assert (s.max_unsent_audio_s, s.warmup, s.log_format) == (3.0, False, "console")
+
+
+def test_readme_settings_table_is_current() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert config.settings_table() in readme, "run: python -m server.config and paste into README"
+
+
+def test_serve_rejects_a_bad_setting_clearly() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--port", "notaport"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert b"bad setting" in proc.stderr and b"port" in proc.stderr

@@ -1,0 +1,78 @@
+"""The protocol codec, without sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from server import protocol as p
+from tests.support import ROOT
+
+
+def test_decodes_every_client_message() -> None:
+    assert p.decode_client_message('{"type":"start"}') == p.Start()
+    start = p.decode_client_message(
+        '{"type":"start","voice":"v","engine":"piper","language":"en","speed":1.5,'
+        '"output":{"encoding":"mulaw","sample_rate":8000,"frame_ms":20}}'
+    )
+    assert isinstance(start, p.Start) and start.output == p.OutputFormat(
+        encoding="mulaw", sample_rate=8000, frame_ms=20
+    )
+    assert p.decode_client_message('{"type":"text","text":"hi "}') == p.Text(text="hi ")
+    assert p.decode_client_message('{"type":"flush"}') == p.Flush()
+    assert p.decode_client_message('{"type":"cancel"}') == p.Cancel()
+    assert p.decode_client_message('{"type":"end"}') == p.End()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ('{"type":"nope"}', "unknown_type"),
+        ('{"type":"text","text":5}', "invalid_field"),
+        ('{"type":"text"}', "missing_field"),
+        ('{"type":"start","speed":0.1}', "out_of_range"),
+        ('{"type":"start","output":{"sample_rate":96000}}', "out_of_range"),
+        ('{"type":"start","output":{"encoding":"opus","sample_rate":22050}}', "out_of_range"),
+        ('{"type":"start","output":{"encoding":"pcm_s16le","frame_ms":7}}', "out_of_range"),
+        ('{"type":"start","output":{"bitrate":1}}', "out_of_range"),
+        ('{"type":"flush","x":1}', "unknown_field"),
+        ('"text"', "invalid_message"),
+        ("", "invalid_json"),
+    ],
+)
+def test_errors_have_stable_codes(raw: str, code: str) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_client_message(raw)
+    assert info.value.code == code
+    assert info.value.message
+
+
+def test_server_messages_encode_with_their_type() -> None:
+    seg = json.loads(p.encode_server_message(p.Segment(index=2, text="Hi.", first_frame=40)))
+    assert seg == {"type": "segment", "index": 2, "text": "Hi.", "first_frame": 40}
+    err = json.loads(p.encode_server_message(p.Error(code="x", message="y", fatal=True)))
+    assert err == {"type": "error", "code": "x", "message": "y", "fatal": True}
+
+
+def test_published_schema_matches_the_code() -> None:
+    published = json.loads((ROOT / "docs" / "protocol.schema.json").read_text())
+    assert published == p.json_schema(), (
+        "run: python -m server.protocol > docs/protocol.schema.json"
+    )
+    defs = published["$defs"]
+    for name in (
+        "Start",
+        "Text",
+        "Flush",
+        "Cancel",
+        "End",
+        "Ready",
+        "Segment",
+        "Flushed",
+        "Cancelled",
+        "Done",
+        "Error",
+        "OutputFormat",
+    ):
+        assert name in defs
