@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import msgspec
@@ -13,8 +14,9 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from server.config import Settings
@@ -25,6 +27,9 @@ from server.session import Session
 from server.streaming.chunker import ChunkPolicy
 
 log = structlog.get_logger("voxwire.app")
+
+# The browser demo: plain files, no build step, nothing fetched from the internet.
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 @dataclass
@@ -150,6 +155,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     async def stream(ws: WebSocket) -> None:
         await Session(ws, state).run()
 
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/demo/", status_code=307)
+
     app = Starlette(
         routes=[
             Route("/health", health),
@@ -157,6 +165,13 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             Route("/v1/voices", voices_route),
             Route("/metrics", metrics_route),
             WebSocketRoute("/v1/stream", stream),
+            Route("/", root),
+            Route("/demo", root),
+            Mount(
+                "/demo",
+                StaticFiles(directory=STATIC_DIR / "demo", html=True, check_dir=False),
+                name="demo",
+            ),
         ],
         lifespan=lifespan,
     )
