@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import structlog
