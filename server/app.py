@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from server import speech
 from server.config import Settings
 from server.engines.base import Engine
 from server.engines.worker import EngineWorker
@@ -165,6 +166,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             Route("/v1/voices", voices_route),
             Route("/metrics", metrics_route),
             WebSocketRoute("/v1/stream", stream),
+            Route("/v1/audio/speech", speech.speech, methods=["POST"]),
+            Route("/v1/models", speech.models),
             Route("/", root),
             Route("/demo", root),
             Mount(
