@@ -2,7 +2,8 @@
 # Install the test needs and run every check: lint, types, and the whole test suite
 # (real uvicorn servers, real WebSocket clients, ffmpeg/opusdec/pocketsphinx checks).
 source "$(dirname "$0")/common.sh"
-apt_need libopus0 python3-venv ffmpeg opus-tools
+# redis-server: the tests start private Redis servers on free ports
+apt_need libopus0 python3-venv ffmpeg opus-tools redis-server
 venv_install ".[test]"
 export PATH="$VENV/bin:$PATH"
 echo "== ruff" && ruff check . && ruff format --check .

@@ -8,11 +8,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -20,12 +23,18 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from server import speech
+from server.access import AccessControl, mint_token
+from server.auth import KeyRing, Tokens, parse_keys
 from server.config import Settings
 from server.engines.base import Engine
 from server.engines.worker import EngineWorker
+from server.limits import LimitConfig, Limits, MemoryLimits, RedisLimits
 from server.metrics import Metrics
 from server.session import Session
 from server.streaming.chunker import ChunkPolicy
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = structlog.get_logger("voxwire.app")
 
@@ -43,6 +52,40 @@ class AppState:
     active_sessions: int = 0
     load_error: str | None = None
     chunk_policy: ChunkPolicy = field(default_factory=ChunkPolicy)
+    keys: KeyRing = field(default_factory=lambda: KeyRing(()))
+    tokens: Tokens = field(default_factory=lambda: Tokens("", 600.0))
+    limits: Limits = field(default_factory=lambda: MemoryLimits(LimitConfig()))
+    allowed_origins: frozenset[str] = frozenset()
+    redis: Redis | None = None
+
+
+def _split(spec: str) -> frozenset[str]:
+    return frozenset(s.strip().rstrip("/") for s in spec.split(",") if s.strip())
+
+
+def access_state(settings: Settings) -> dict[str, Any]:
+    """Keys, tokens, limits and origins from the settings (Redis-backed when Redis is on)."""
+    redis = None
+    cfg = LimitConfig(
+        sessions=settings.key_max_sessions,
+        requests_per_minute=settings.key_requests_per_minute,
+        chars_per_day=settings.key_chars_per_day,
+    )
+    limits: Limits = MemoryLimits(cfg)
+    if settings.redis_url:
+        from redis.asyncio import Redis as AsyncRedis
+
+        redis = AsyncRedis.from_url(
+            settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        limits = RedisLimits(cfg, redis, settings.redis_prefix)
+    return {
+        "keys": KeyRing(parse_keys(settings.api_keys), redis, f"{settings.redis_prefix}api_keys"),
+        "tokens": Tokens(settings.token_secret, settings.token_max_ttl_s),
+        "limits": limits,
+        "allowed_origins": _split(settings.allowed_origins),
+        "redis": redis,
+    }
 
 
 def chunk_policy(settings: Settings) -> ChunkPolicy:
@@ -100,6 +143,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
         settings=settings,
         engines=engines or build_engines(settings),
         chunk_policy=chunk_policy(settings),
+        **access_state(settings),
     )
 
     @contextlib.asynccontextmanager
@@ -127,6 +171,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             loader.cancel()
             for w in state.workers.values():
                 await w.stop()
+            if state.redis is not None:
+                await state.redis.aclose()
 
     async def health(request: Request) -> Response:
         if state.ready:
@@ -159,6 +205,18 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     async def root(request: Request) -> Response:
         return RedirectResponse("/demo/", status_code=307)
 
+    middleware = [Middleware(AccessControl, state=state)]
+    if settings.cors_origins:
+        # outermost, so browsers' preflight requests are answered without a key
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=sorted(_split(settings.cors_origins)),
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type"],
+            ),
+        )
     app = Starlette(
         routes=[
             Route("/health", health),
@@ -168,6 +226,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             WebSocketRoute("/v1/stream", stream),
             Route("/v1/audio/speech", speech.speech, methods=["POST"]),
             Route("/v1/models", speech.models),
+            Route("/v1/tokens", mint_token, methods=["POST"]),
             Route("/", root),
             Route("/demo", root),
             Mount(
@@ -177,6 +236,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             ),
         ],
         lifespan=lifespan,
+        middleware=middleware,
     )
     app.state.voxwire = state
     return app

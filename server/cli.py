@@ -33,13 +33,25 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if settings.redis_url:
+        problem = _redis_problem(settings.redis_url)
+        if problem:
+            # No silent fall back to memory: nodes would stop sharing keys and limits.
+            print(
+                f"voxwire: cannot reach Redis at {_redact(settings.redis_url)}: {problem}; "
+                "not starting (unset VOXWIRE_REDIS_URL to run without Redis)",
+                file=sys.stderr,
+            )
+            return 2
     try:
         app = create_app(settings)
     except ValueError as exc:
         print(f"voxwire: {exc}", file=sys.stderr)
         return 2
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when
+    # sock.proto says TCP; without it Nagle + delayed ACK add ~40 ms to first audio.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((settings.host, settings.port))
@@ -70,6 +82,63 @@ def _serve(args: argparse.Namespace) -> int:
     )
     uvicorn.Server(ucfg).run(sockets=[sock])
     return 0
+
+
+def _redis_problem(url: str) -> str | None:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _redact(url: str) -> str:
+    """The URL without a password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import secrets
+
+    from server.auth import digest
+
+    if args.keys_command == "new":
+        key = "vw_" + secrets.token_urlsafe(32)
+        hashed = "sha256:" + digest(key)
+        if args.redis_url:
+            import redis
+
+            client = redis.Redis.from_url(args.redis_url)
+            client.sadd(args.redis_prefix + "api_keys", digest(key))
+            # from now on this Redis's nodes require keys, even once every key is revoked
+            client.set(args.redis_prefix + "api_keys:required", 1)
+            print(
+                f"stored the key's digest in Redis ({args.redis_prefix}api_keys)", file=sys.stderr
+            )
+        print(key)
+        print(f"configuration form (VOXWIRE_API_KEYS): {hashed}", file=sys.stderr)
+        return 0
+    if args.keys_command == "hash":
+        print("sha256:" + digest(args.key))
+        return 0
+    # revoke
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    d = args.key[7:] if args.key.startswith("sha256:") else digest(args.key)
+    removed = client.srem(args.redis_prefix + "api_keys", d)
+    print("revoked" if removed else "no such key in Redis", file=sys.stderr)
+    return 0 if removed else 1
 
 
 # ---------------------------------------------------------------------------- say
@@ -175,9 +244,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     say.add_argument("--voice")
     say.add_argument("--engine")
     say.add_argument("--speed", type=float)
+    keys = sub.add_parser("keys", help="make, hash or revoke API keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    knew = ksub.add_parser("new", help="print a new API key (its digest too, on stderr)")
+    khash = ksub.add_parser("hash", help="print the sha256: form of a key for VOXWIRE_API_KEYS")
+    khash.add_argument("key")
+    krev = ksub.add_parser("revoke", help="remove a key from Redis")
+    krev.add_argument("key", help="the key or its sha256: digest")
+    for p in (knew, krev):
+        p.add_argument(
+            "--redis-url",
+            default=os.environ.get("VOXWIRE_REDIS_URL", ""),
+            required=p is krev and not os.environ.get("VOXWIRE_REDIS_URL"),
+            help="store the digest in this Redis (shared by every node)",
+        )
+        p.add_argument("--redis-prefix", default=os.environ.get("VOXWIRE_REDIS_PREFIX", "voxwire:"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "keys":
+        return _keys(args)
     if args.output in (None, "-"):
         return asyncio.run(_say(args, sys.stdout.buffer))
     with open(args.output, "wb") as out:

@@ -122,6 +122,42 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         Literal["debug", "info", "warning", "error"], _D(description="Log level.")
     ] = "info"
     log_format: Annotated[Literal["json", "console"], _D(description="Log line format.")] = "json"
+    redis_url: Annotated[
+        str, _D(description="Redis URL (`redis://host:6379/0`). When set, API keys and per-key "
+                "limits are shared through it, and the server refuses to start without it.")
+    ] = ""
+    redis_prefix: Annotated[str, _D(description="Prefix of every Redis key.")] = "voxwire:"
+    api_keys: Annotated[
+        str, _D(description="Comma-separated API keys or `sha256:<hex>` digests (`voxwire keys "
+                "new` makes one). None configured (and no Redis keys) means open access.")
+    ] = ""
+    token_secret: Annotated[
+        str, _D(description="HMAC secret for browser tokens; the same on every node "
+                "(empty: random per process).")
+    ] = ""
+    token_max_ttl_s: Annotated[
+        float, _D(gt=0, le=86400, description="Longest life of a token from POST /v1/tokens.")
+    ] = 600.0
+    allowed_origins: Annotated[
+        str, _D(description="Comma-separated browser origins allowed to open WebSockets besides "
+                "the server's own (`*` for any).")
+    ] = ""
+    cors_origins: Annotated[
+        str, _D(description="Comma-separated origins allowed to call the HTTP API from "
+                "browsers (CORS; `*` for any).")
+    ] = ""
+    key_max_sessions: Annotated[
+        int, _D(ge=0, description="Concurrent sessions (WebSocket + speech requests) per API "
+                "key (0 = unlimited).")
+    ] = 0
+    key_requests_per_minute: Annotated[
+        int, _D(ge=0, description="Requests (HTTP + WebSocket connections) per API key per "
+                "minute (0 = unlimited).")
+    ] = 0
+    key_chars_per_day: Annotated[
+        int, _D(ge=0, description="Characters of text per API key per UTC day "
+                "(0 = unlimited).")
+    ] = 0
 
 
 def _field_info() -> list[tuple[str, Any, Any, str]]:

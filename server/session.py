@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
 
 from server import protocol as p
+from server.auth import key_of
 from server.engines.worker import (
     ChunkDone,
     EngineFailed,
@@ -46,6 +48,7 @@ CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 
 _WATCHDOG_PERIOD_S = 0.25
+_SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
 
 
 class SessionClosed(Exception):
@@ -92,6 +95,7 @@ class Session:
         self.last_client_msg = now
         self.over_limit_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.key_id: str | None = None
 
     # ------------------------------------------------------------------ run
 
@@ -110,6 +114,9 @@ class Session:
                 CLOSE_TRY_AGAIN,
             )
             return
+        self.key_id = key_of(self.ws.scope)
+        if self.key_id is not None and not await self._take_key_slot():
+            return
         st.active_sessions += 1
         st.metrics.active_sessions.inc()
         self._tasks = [
@@ -126,7 +133,30 @@ class Session:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             st.active_sessions -= 1
             st.metrics.active_sessions.dec()
+            if self.key_id is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await st.limits.release(self.key_id, self.session_id)
             self._log_end()
+
+    async def _take_key_slot(self) -> bool:
+        """Per-key limits at connect: requests per minute, then a concurrent-session slot."""
+        assert self.key_id is not None
+        limits = self.state.limits
+        try:
+            over = await limits.request(self.key_id) or await limits.acquire(
+                self.key_id, self.session_id
+            )
+        except (RedisError, OSError):
+            await self._fail(
+                "state_unavailable",
+                "the shared state store (Redis) is not reachable; retry shortly",
+                CLOSE_TRY_AGAIN,
+            )
+            return False
+        if over is not None:
+            await self._fail("limit_exceeded", over.message(), CLOSE_POLICY)
+            return False
+        return True
 
     async def _reader(self) -> None:
         limit = self.settings.max_message_bytes
@@ -172,6 +202,14 @@ class Session:
         if self.ending:
             raise p.ProtocolError("session_ending", f"'{_type_of(msg)}' after 'end'")
         if isinstance(msg, p.Text):
+            if self.key_id is not None and msg.text:
+                try:
+                    over = await self.state.limits.chars(self.key_id, len(msg.text))
+                except (RedisError, OSError):
+                    over = None  # a session in progress keeps going while Redis is away
+                if over is not None:
+                    await self._fail("limit_exceeded", over.message(), CLOSE_POLICY)
+                    return
             self._text(msg.text)
         elif isinstance(msg, p.Flush):
             self._submit_chunks(self.chunker.flush())
@@ -448,9 +486,14 @@ class Session:
 
     async def _watchdog(self) -> None:
         s = self.settings
+        refresh_at = time.monotonic() + _SLOT_REFRESH_S
         while True:
             await asyncio.sleep(_WATCHDOG_PERIOD_S)
             now = time.monotonic()
+            if self.key_id is not None and now >= refresh_at:
+                refresh_at = now + _SLOT_REFRESH_S
+                with contextlib.suppress(RedisError, OSError):
+                    await self.state.limits.refresh(self.key_id, self.session_id)
             if not self.started and now - self.connected_at > s.start_timeout_s:
                 await self._fail(
                     "start_timeout", f"no 'start' within {s.start_timeout_s:g} s", CLOSE_POLICY

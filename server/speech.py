@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 import numpy as np
 import structlog
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from server.auth import key_of
 from server.engines.worker import (
     ChunkDone,
     EngineFailed,
@@ -233,10 +236,35 @@ async def speech(request: Request) -> Response:
             + ", ".join(ids + sorted(OPENAI_VOICES)),
             param="voice",
         )
-    return _stream(state, engine, voice, req)
+    kid = key_of(request.scope)
+    slot = "http-" + uuid.uuid4().hex
+    if kid is not None:
+        try:
+            over = await state.limits.chars(kid, len(req.input)) or await state.limits.acquire(
+                kid, slot
+            )
+        except (RedisError, OSError):
+            return error_response(
+                503,
+                "the shared state store (Redis) is not reachable; retry shortly",
+                "server_error",
+                code="state_unavailable",
+            )
+        if over is not None:
+            state.metrics.errors.labels("limit_exceeded").inc()
+            return error_response(
+                429,
+                over.message(),
+                "rate_limit_error",
+                code=over.limit,
+                headers={"Retry-After": str(over.retry_after_s)},
+            )
+    return _stream(state, engine, voice, req, kid, slot)
 
 
-def _stream(state: AppState, engine: str, voice: str, req: SpeechRequest) -> Response:
+def _stream(
+    state: AppState, engine: str, voice: str, req: SpeechRequest, kid: str | None, slot: str
+) -> Response:
     worker = state.workers[engine]
     encoder = file_encoder(req.response_format)
     owner = _Request(worker, encoder.sample_rate)
@@ -288,6 +316,9 @@ def _stream(state: AppState, engine: str, voice: str, req: SpeechRequest) -> Res
             if not done:  # client went away (or engine failed): drop the queued work
                 owner.generation += 1
                 worker.cancel(owner.session_id)
+            if kid is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await state.limits.release(kid, slot)
             log.info(
                 "speech_end",
                 engine=engine,

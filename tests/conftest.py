@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ServerProcess
+from tests.support import RedisProcess, ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +13,15 @@ def server() -> Iterator[ServerProcess]:
     srv = ServerProcess(max_session_s=600)
     try:
         srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    srv = RedisProcess()
+    try:
         yield srv
     finally:
         srv.stop()

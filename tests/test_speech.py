@@ -31,20 +31,30 @@ def _decode(data: bytes, fmt: str) -> np.ndarray:
         args += ["-f", "s16le", "-ar", "24000", "-ac", "1"]
     out = subprocess.run(
         [*args, "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", "16000", "pipe:1"],
-        input=data, capture_output=True, check=True,
+        input=data,
+        capture_output=True,
+        check=True,
     )
     return np.frombuffer(out.stdout, "<i2").astype(np.float32) / np.float32(32768)
 
 
 FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
-MAGIC = {"mp3": (b"ID3", b"\xff\xf3", b"\xff\xfb", b"\xff\xf2"), "opus": (b"OggS",),
-         "aac": (b"\xff\xf1", b"\xff\xf9"), "flac": (b"fLaC",), "wav": (b"RIFF",)}
+MAGIC = {
+    "mp3": (b"ID3", b"\xff\xf3", b"\xff\xfb", b"\xff\xf2"),
+    "opus": (b"OggS",),
+    "aac": (b"\xff\xf1", b"\xff\xf9"),
+    "flac": (b"fLaC",),
+    "wav": (b"RIFF",),
+}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_response_format_decodes_to_the_spoken_text(server: ServerProcess, fmt: str) -> None:
     resp = _client(server).audio.speech.create(
-        model="tts-1", voice="alloy", input=TEXT, response_format=fmt,  # type: ignore[arg-type]
+        model="tts-1",
+        voice="alloy",
+        input=TEXT,
+        response_format=fmt,  # type: ignore[arg-type]
     )
     data = resp.content
     if fmt in MAGIC:
@@ -61,10 +71,14 @@ def test_streaming_body_arrives_sentence_by_sentence(server: ServerProcess, fmt:
     arrivals: list[tuple[float, int]] = []
     t0 = time.monotonic()
     with _client(server).audio.speech.with_streaming_response.create(
-        model="tts-1", voice="nova", input=TEXT, response_format=fmt,  # type: ignore[arg-type]
+        model="tts-1",
+        voice="nova",
+        input=TEXT,
+        response_format=fmt,  # type: ignore[arg-type]
     ) as resp:
         assert resp.http_response.headers["content-type"].startswith(
-            {"mp3": "audio/mpeg", "pcm": "audio/pcm", "opus": "audio/ogg"}[fmt])
+            {"mp3": "audio/mpeg", "pcm": "audio/pcm", "opus": "audio/ogg"}[fmt]
+        )
         body = b""
         for chunk in resp.iter_bytes():
             arrivals.append((time.monotonic() - t0, len(chunk)))
@@ -79,9 +93,16 @@ def test_streaming_body_arrives_sentence_by_sentence(server: ServerProcess, fmt:
 
 def test_sse_stream_format(server: ServerProcess) -> None:
     with httpx.stream(
-        "POST", server.http + "/v1/audio/speech", timeout=60,
-        json={"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "mp3",
-              "stream_format": "sse"},
+        "POST",
+        server.http + "/v1/audio/speech",
+        timeout=60,
+        json={
+            "model": "tts-1",
+            "voice": "alloy",
+            "input": TEXT,
+            "response_format": "mp3",
+            "stream_format": "sse",
+        },
     ) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
@@ -95,11 +116,16 @@ def test_sse_stream_format(server: ServerProcess) -> None:
 
 def test_voice_as_object_speed_and_instructions(server: ServerProcess) -> None:
     client = _client(server)
-    normal = client.audio.speech.create(model="piper", voice="en_US-joe-medium", input=TEXT,
-                                        response_format="pcm")
+    normal = client.audio.speech.create(
+        model="piper", voice="en_US-joe-medium", input=TEXT, response_format="pcm"
+    )
     fast = client.audio.speech.create(
-        model="tts-1", voice={"id": "en_US-joe-medium"}, input=TEXT,  # type: ignore[arg-type]
-        response_format="pcm", speed=2.0, instructions="Speak cheerfully.",
+        model="tts-1",
+        voice={"id": "en_US-joe-medium"},
+        input=TEXT,
+        response_format="pcm",
+        speed=2.0,
+        instructions="Speak cheerfully.",
     )
     ratio = len(fast.content) / len(normal.content)
     assert 0.4 < ratio < 0.7, ratio
@@ -116,8 +142,11 @@ def test_models_lists_engines_and_aliases(server: ServerProcess) -> None:
         ({"model": "tts-1", "voice": "alloy", "input": "x" * 4097}, 400, "input"),
         ({"model": "tts-1", "voice": "alloy", "input": ""}, 400, "input"),
         ({"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 5}, 400, "speed"),
-        ({"model": "tts-1", "voice": "alloy", "input": "hi", "response_format": "ogg"}, 400,
-         "response_format"),
+        (
+            {"model": "tts-1", "voice": "alloy", "input": "hi", "response_format": "ogg"},
+            400,
+            "response_format",
+        ),
         ({"model": "tts-1", "voice": "nobody", "input": "hi"}, 400, "voice"),
         ({"model": "tts-9", "voice": "alloy", "input": "hi"}, 404, "model"),
         ({"voice": "alloy", "input": "hi"}, 400, "model"),
@@ -141,25 +170,38 @@ def test_errors_use_openai_shape(
 
 
 def test_invalid_json_body(server: ServerProcess) -> None:
-    r = httpx.post(server.http + "/v1/audio/speech", content=b"{nope", timeout=30,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        server.http + "/v1/audio/speech",
+        content=b"{nope",
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
 
 
 def test_client_disconnect_cancels_the_work(server: ServerProcess) -> None:
     long_text = " ".join([TEXT] * 12)
-    with httpx.stream("POST", server.http + "/v1/audio/speech", timeout=60,
-                      json={"model": "tts-1", "voice": "alloy", "input": long_text,
-                            "response_format": "pcm"}) as resp:
+    with httpx.stream(
+        "POST",
+        server.http + "/v1/audio/speech",
+        timeout=60,
+        json={"model": "tts-1", "voice": "alloy", "input": long_text, "response_format": "pcm"},
+    ) as resp:
         next(resp.iter_bytes())  # first audio, then hang up
     deadline = time.monotonic() + 20
     ends: list[dict[str, object]] = []
     while time.monotonic() < deadline and not ends:
-        ends = [e for e in server.log_events("speech_end")
-                if e["chars"] == len(long_text) and e["completed"] is False]
+        ends = [
+            e
+            for e in server.log_events("speech_end")
+            if e["chars"] == len(long_text) and e["completed"] is False
+        ]
         time.sleep(0.1)
     assert ends, "the server did not stop the request"
     metrics = httpx.get(server.http + "/metrics").text
-    depth = [ln for ln in metrics.splitlines()
-             if ln.startswith('voxwire_engine_queue_depth{engine="piper"}')]
+    depth = [
+        ln
+        for ln in metrics.splitlines()
+        if ln.startswith('voxwire_engine_queue_depth{engine="piper"}')
+    ]
     assert depth and float(depth[0].split()[-1]) == 0.0
