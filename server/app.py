@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from server import speech
+from server import openapi, speech
 from server.access import AccessControl, mint_token
 from server.auth import KeyRing, Tokens, parse_keys
 from server.config import Settings
@@ -30,6 +30,7 @@ from server.engines.base import Engine
 from server.engines.worker import EngineWorker
 from server.limits import LimitConfig, Limits, MemoryLimits, RedisLimits
 from server.metrics import Metrics
+from server.openapi import EnginesResponse, VoicesResponse
 from server.session import Session
 from server.streaming.chunker import ChunkPolicy
 
@@ -109,6 +110,10 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
         from server.engines.replay import ReplayEngine
 
         engines["replay"] = ReplayEngine(piper)
+    if settings.f5_enabled:  # F5-TTS voice cloning (issue 3; the voxwire[f5] extra)
+        from server.engines.f5.engine import F5Engine, F5Options
+
+        engines["f5"] = F5Engine(F5Options.from_settings(settings))
     if settings.engine not in engines:
         raise ValueError(
             f"unknown engine {settings.engine!r}; available: {', '.join(sorted(engines))}"
@@ -132,8 +137,15 @@ def _load_and_warm(state: AppState) -> None:
         warm_s = 0.0
         if state.settings.warmup:
             t1 = time.perf_counter()
-            for _ in engine.synthesize("Warming up.", engine.info().default_voice, 1.0):
-                pass
+            try:
+                for _ in engine.synthesize("Warming up.", engine.info().default_voice, 1.0):
+                    pass
+            except Exception as exc:
+                if name == state.settings.engine:
+                    raise
+                # A failing extra engine (F5 without its checkpoint) must not keep the
+                # server down: its sessions fail over to the default engine.
+                log.error("engine_warmup_failed", engine=name, error=f"{type(exc).__name__}: {exc}")
             warm_s = time.perf_counter() - t1
         log.info("engine_loaded", engine=name, load_s=round(load_s, 3), warmup_s=round(warm_s, 3))
 
@@ -150,7 +162,14 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for name, engine in state.engines.items():
             gauge = state.metrics.queue_depth.labels(name)
-            worker = EngineWorker(engine, settings.engine_threads, on_queue_depth=gauge.set)
+            if name == "f5":  # one batching worker per F5 device (issue 3)
+                from server.engines.f5.batch_worker import make_worker
+
+                worker: EngineWorker = make_worker(
+                    engine, settings, state.metrics.registry, gauge.set
+                )
+            else:
+                worker = EngineWorker(engine, settings.engine_threads, on_queue_depth=gauge.set)
             worker.start()
             state.workers[name] = worker
 
@@ -184,17 +203,18 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
 
     async def engines_route(request: Request) -> Response:
         infos = [e.info() for e in state.engines.values()]
-        return Response(
-            msgspec.json.encode({"default": settings.engine, "engines": infos}),
-            media_type="application/json",
-        )
+        body = EnginesResponse(default=settings.engine, engines=infos)
+        return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def voices_route(request: Request) -> Response:
         voices = [v for e in state.engines.values() for v in e.voices()]
-        return Response(
-            msgspec.json.encode({"default": settings.voice, "voices": voices}),
-            media_type="application/json",
-        )
+        body = VoicesResponse(default=settings.voice, voices=voices)
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    openapi_body = msgspec.json.encode(openapi.document())
+
+    async def openapi_route(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
 
     async def metrics_route(request: Request) -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -204,6 +224,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/demo/", status_code=307)
+
+    async def docs_root(request: Request) -> Response:
+        return RedirectResponse("/docs/", status_code=307)
 
     middleware = [Middleware(AccessControl, state=state)]
     if settings.cors_origins:
@@ -227,6 +250,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             Route("/v1/audio/speech", speech.speech, methods=["POST"]),
             Route("/v1/models", speech.models),
             Route("/v1/tokens", mint_token, methods=["POST"]),
+            Route("/openapi.json", openapi_route),
+            Route("/docs", docs_root),
+            Mount("/docs", StaticFiles(directory=STATIC_DIR / "docs", html=True), name="docs"),
             Route("/", root),
             Route("/demo", root),
             Mount(

@@ -1,0 +1,189 @@
+"""The OpenAPI 3.1 document of the HTTP routes, generated from the msgspec types.
+
+Served at ``/openapi.json`` and rendered by the page at ``/docs`` (plain files in
+``static/docs``, nothing fetched from the internet). The WebSocket protocol has
+its own document, docs/protocol.md, with a JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from server import __version__
+from server.access import TokenRequest, TokenResponse
+from server.engines.base import EngineInfo, VoiceInfo
+from server.speech import MAX_INPUT_CHARS, ErrorBody, ModelList, SpeechRequest
+from server.streaming.containers import MEDIA_TYPES
+
+
+class EnginesResponse(msgspec.Struct, kw_only=True):
+    default: str
+    engines: list[EngineInfo]
+
+
+class VoicesResponse(msgspec.Struct, kw_only=True):
+    default: str
+    voices: list[VoiceInfo]
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+    error: str | None = None
+
+
+_TYPES: list[Any] = [
+    SpeechRequest,
+    ErrorBody,
+    ModelList,
+    TokenRequest,
+    TokenResponse,
+    EnginesResponse,
+    VoicesResponse,
+    Health,
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {
+        400: "Invalid request",
+        401: "Missing or invalid API key or token",
+        403: "Not allowed",
+        404: "No such model",
+        429: "A per-key limit was reached (the Retry-After header says when it resets)",
+        503: "Engines still loading",
+    }
+    return {str(c): _json("ErrorBody", words[c]) for c in codes}
+
+
+def document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        _TYPES, ref_template="#/components/schemas/{name}"
+    )
+    secured: list[dict[str, list[str]]] = [{"bearer": []}, {"token": []}]
+    binary = {"type": "string", "format": "binary"}
+    audio = {mt: {"schema": binary} for mt in sorted(set(MEDIA_TYPES.values()))}
+    audio["text/event-stream"] = {
+        "schema": {
+            "type": "string",
+            "description": 'With stream_format=sse: `data: {"type":"speech.audio.delta",'
+            '"audio":"<base64>"}` events, then `speech.audio.done` with usage.',
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "voxwire HTTP API",
+            "version": __version__,
+            "description": "Real-time text-to-speech. The streaming WebSocket protocol "
+            "(`/v1/stream`) is described in docs/protocol.md. When API keys are configured, "
+            "every route but /health and the static pages needs `Authorization: Bearer "
+            "<key>` or `?token=` from POST /v1/tokens.",
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "token": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "A short-lived token from POST /v1/tokens "
+                    "(for browsers; never put an API key in a URL).",
+                },
+            },
+        },
+        "paths": {
+            "/v1/audio/speech": {
+                "post": {
+                    "operationId": "createSpeech",
+                    "summary": "Speak text (OpenAI-compatible)",
+                    "description": f"`input` up to {MAX_INPUT_CHARS} characters. The body is "
+                    "streamed as the sentences are synthesized; a client that disconnects "
+                    "cancels the work.",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("SpeechRequest")}},
+                    },
+                    "responses": {
+                        "200": {"description": "Audio in the requested format", "content": audio},
+                        **_errors(400, 401, 404, 429, 503),
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "summary": "Engines, as OpenAI models",
+                    "security": secured,
+                    "responses": {"200": _json("ModelList", "The models"), **_errors(401, 429)},
+                }
+            },
+            "/v1/engines": {
+                "get": {
+                    "operationId": "listEngines",
+                    "summary": "Engines and their state",
+                    "security": secured,
+                    "responses": {"200": _json("EnginesResponse", "Engines"), **_errors(401, 429)},
+                }
+            },
+            "/v1/voices": {
+                "get": {
+                    "operationId": "listVoices",
+                    "summary": "Voices of every engine",
+                    "security": secured,
+                    "responses": {"200": _json("VoicesResponse", "Voices"), **_errors(401, 429)},
+                }
+            },
+            "/v1/tokens": {
+                "post": {
+                    "operationId": "mintToken",
+                    "summary": "Trade an API key for a short-lived token (for browsers)",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("TokenRequest")}},
+                    },
+                    "responses": {
+                        "200": _json("TokenResponse", "The token"),
+                        **_errors(400, 401, 403, 429),
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "200 once engines are loaded, 503 before",
+                    "security": [],
+                    "responses": {
+                        "200": _json("Health", "Ready"),
+                        "503": _json("Health", "Loading, or failed to load"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "security": secured,
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 429),
+                    },
+                }
+            },
+        },
+    }
