@@ -12,6 +12,7 @@ import numpy as np
 import openai
 import pytest
 
+from server.streaming.containers import MEDIA_TYPES
 from tests.support import ServerProcess, rms, transcribe, word_recall
 
 TEXT = (
@@ -66,7 +67,7 @@ def test_every_response_format_decodes_to_the_spoken_text(server: ServerProcess,
     assert word_recall(TEXT, transcribe(audio, 16000)) >= 0.5
 
 
-@pytest.mark.parametrize("fmt", ["mp3", "pcm", "opus"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_streaming_body_arrives_sentence_by_sentence(server: ServerProcess, fmt: str) -> None:
     arrivals: list[tuple[float, int]] = []
     t0 = time.monotonic()
@@ -76,9 +77,7 @@ def test_streaming_body_arrives_sentence_by_sentence(server: ServerProcess, fmt:
         input=TEXT,
         response_format=fmt,  # type: ignore[arg-type]
     ) as resp:
-        assert resp.http_response.headers["content-type"].startswith(
-            {"mp3": "audio/mpeg", "pcm": "audio/pcm", "opus": "audio/ogg"}[fmt]
-        )
+        assert resp.http_response.headers["content-type"].startswith(MEDIA_TYPES[fmt].split(";")[0])
         body = b""
         for chunk in resp.iter_bytes():
             arrivals.append((time.monotonic() - t0, len(chunk)))
