@@ -3,8 +3,9 @@
 # (real uvicorn servers, real WebSocket clients, ffmpeg/opusdec/pocketsphinx checks).
 source "$(dirname "$0")/common.sh"
 # redis-server: the tests start private Redis servers on free ports
-apt_need libopus0 python3-venv ffmpeg opus-tools redis-server
-venv_install ".[test]"
+# chromium: the demo page's tests drive Debian's Chromium through Playwright
+apt_need libopus0 python3-venv ffmpeg opus-tools redis-server chromium
+venv_install ".[test,f5]"  # f5: the F5-TTS tests run on the CPU with a tiny model
 export PATH="$VENV/bin:$PATH"
 echo "== ruff" && ruff check . && ruff format --check .
 echo "== mypy" && mypy

@@ -58,6 +58,8 @@ class AppState:
     limits: Limits = field(default_factory=lambda: MemoryLimits(LimitConfig()))
     allowed_origins: frozenset[str] = frozenset()
     redis: Redis | None = None
+    draining: bool = False
+    sessions: set[Session] = field(default_factory=set)
 
 
 def _split(spec: str) -> frozenset[str]:
@@ -194,6 +196,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
                 await state.redis.aclose()
 
     async def health(request: Request) -> Response:
+        if state.draining:  # readiness fails first, so the load balancer moves on
+            return JSONResponse({"status": "draining"}, status_code=503)
         if state.ready:
             return JSONResponse({"status": "ok"})
         body = {"status": "error" if state.load_error else "loading"}
@@ -223,11 +227,14 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
         await Session(ws, state).run()
 
     async def root(request: Request) -> Response:
-        return RedirectResponse("/demo/", status_code=307)
+        # keep the query: /?token=… must reach the page
+        query = request.url.query
+        return RedirectResponse("/demo/" + ("?" + query if query else ""), status_code=307)
 
     async def docs_root(request: Request) -> Response:
         return RedirectResponse("/docs/", status_code=307)
 
+    static = Path(settings.static_dir) if settings.static_dir else STATIC_DIR
     middleware = [Middleware(AccessControl, state=state)]
     if settings.cors_origins:
         # outermost, so browsers' preflight requests are answered without a key
@@ -252,12 +259,12 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             Route("/v1/tokens", mint_token, methods=["POST"]),
             Route("/openapi.json", openapi_route),
             Route("/docs", docs_root),
-            Mount("/docs", StaticFiles(directory=STATIC_DIR / "docs", html=True), name="docs"),
+            Mount("/docs", StaticFiles(directory=static / "docs", html=True), name="docs"),
             Route("/", root),
             Route("/demo", root),
             Mount(
                 "/demo",
-                StaticFiles(directory=STATIC_DIR / "demo", html=True, check_dir=False),
+                StaticFiles(directory=static / "demo", html=True, check_dir=False),
                 name="demo",
             ),
         ],

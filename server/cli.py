@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server import logs
     from server.app import create_app
+    from server.drain import DrainingServer
     from server.ws_protocol import ws_protocol
 
     overrides = {k: getattr(args, k) for k in config.Settings.__struct_fields__}
@@ -80,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(ucfg).run(sockets=[sock])
+    DrainingServer(ucfg, app.state.voxwire, settings.drain_grace_s).run(sockets=[sock])
     return 0
 
 
@@ -223,8 +224,14 @@ async def _say(args: argparse.Namespace, out: BinaryIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmarks parse their own arguments
+        from loadtests.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="voxwire", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("bench", help="run the benchmarks (see `voxwire bench -h`, BENCHMARKS.md)")
     serve = sub.add_parser("serve", help="run the server")
     config.add_arguments(serve)
     say = sub.add_parser("say", help="speak text through a running server")

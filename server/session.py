@@ -45,14 +45,15 @@ log = structlog.get_logger("voxwire.session")
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
+DRAIN_MESSAGE = (
+    "this server is shutting down; reconnect to continue (the load balancer sends new "
+    "connections to another node)"
+)
 
 _WATCHDOG_PERIOD_S = 0.25
 _SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
-
-
-class SessionClosed(Exception):
-    pass
 
 
 class Session:
@@ -86,7 +87,11 @@ class Session:
         self._ttfa_t0: float | None = None  # set when a first segment is sent
         self.ttfa: list[float] = []
         self.ending = False
-        self.close_after_drain = False
+        # (code, reason) to close with once the outbox is empty ("end", or a drain)
+        self.close_after_drain: tuple[int, str] | None = None
+        self.drain_when_idle = False  # SIGTERM: close once the running utterance is done
+        self.markers_pending = 0  # flush/end jobs submitted and not yet done
+        self.closed = asyncio.Event()  # set when run() has finished
         self.closing = False
         self.close_code: int | None = None
         self.close_reason = ""
@@ -107,6 +112,9 @@ class Session:
                 "not_ready", "engines are still loading; retry shortly", CLOSE_TRY_AGAIN
             )
             return
+        if st.draining:
+            await self._fail("server_draining", DRAIN_MESSAGE, CLOSE_TRY_AGAIN)
+            return
         if st.active_sessions >= self.settings.max_sessions:
             await self._fail(
                 "server_busy",
@@ -119,6 +127,7 @@ class Session:
             return
         st.active_sessions += 1
         st.metrics.active_sessions.inc()
+        st.sessions.add(self)
         self._tasks = [
             asyncio.create_task(self._sender(), name=f"send-{self.session_id}"),
             asyncio.create_task(self._watchdog(), name=f"watch-{self.session_id}"),
@@ -133,6 +142,8 @@ class Session:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             st.active_sessions -= 1
             st.metrics.active_sessions.dec()
+            st.sessions.discard(self)
+            self.closed.set()
             if self.key_id is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await st.limits.release(self.key_id, self.session_id)
@@ -200,6 +211,8 @@ class Session:
                 "not_started", f"'{_type_of(msg)}' before 'start'; send 'start' first"
             )
         if self.ending:
+            if self.state.draining:
+                raise p.ProtocolError("server_draining", DRAIN_MESSAGE)
             raise p.ProtocolError("session_ending", f"'{_type_of(msg)}' after 'end'")
         if isinstance(msg, p.Text):
             if self.key_id is not None and msg.text:
@@ -334,6 +347,7 @@ class Session:
 
     def _submit_marker(self, kind: str) -> None:
         assert self.worker is not None
+        self.markers_pending += 1
         self.worker.submit(Job(self, self.generation, kind))
         self.utterance_t0 = None  # the next chunk starts a new utterance
 
@@ -344,6 +358,7 @@ class Session:
 
     def _drop_work(self) -> None:
         self.generation += 1
+        self.markers_pending = 0
         if self.worker is not None:
             self.worker.cancel(self.session_id)
         self.outbox.drop_audio()
@@ -369,25 +384,81 @@ class Session:
                 # numbered in send order, and barge-in drops queued ones).
                 self.outbox.put_message(item, droppable=True)
             elif isinstance(item, ChunkDone):
-                self.pending_chars = max(0, self.pending_chars - len_of(item))
+                self.pending_chars = max(0, self.pending_chars - item.chars)
                 if item.audio_s > 0:
                     self.state.metrics.rtf.labels(self.worker_name).observe(
                         item.engine_s / item.audio_s
                     )
             elif isinstance(item, UtteranceDone):
+                self.markers_pending -= 1
                 if item.marker == "flush":
                     self._put(p.Flushed())
+                    if self.drain_when_idle and self._idle():
+                        self._drain_close()
                 else:
                     self.outbox.put_message(p.Done(frames=0))
-                    self.close_after_drain = True
+                    self.close_after_drain = (CLOSE_NORMAL, "done")
             elif isinstance(item, EngineFailed):
-                self._error(item.code, item.message)
+                if item.retry is not None:  # the engine failed over (F5): go on elsewhere
+                    self._fall_back(item)
+                else:
+                    self._error(item.code, item.message)
         self.peak_unsent_s = max(self.peak_unsent_s, self.outbox.audio_s)
         self._has_items.set()
 
     @property
     def worker_name(self) -> str:
         return self.worker.engine.name if self.worker else ""
+
+    # ------------------------------------------------------------------ engine fallback (issue 3)
+
+    def _fall_back(self, failed: EngineFailed) -> None:
+        """The engine could not run this session's work (a fault, or its circuit breaker
+        is open): move the session to ``f5_fallback_engine`` with a notice, and run there
+        the failed text and everything still queued, in order.
+
+        Called from ``deliver``, so no job of this session is in flight on the failing
+        worker and the pipeline is not in use on a worker thread. The encoder is kept:
+        the client's audio stream goes on without a reset.
+        """
+        old, retry = self.worker, failed.retry or []
+        target = self.state.workers.get(self.settings.f5_fallback_engine)
+        if old is None or target is None or target is old:
+            self._error(failed.code, failed.message)
+            self.pending_chars = max(0, self.pending_chars - sum(len(j.text) for j in retry))
+            return
+        jobs = retry + old.take(self.session_id)
+        engine = target.engine
+        self.worker = target
+        self.pipeline = AudioPipeline(engine.sample_rate, self.pipeline.encoder)
+        self.pipeline_generation = self.generation
+        self.voice = (
+            self.settings.voice
+            if engine.name == self.settings.engine
+            else engine.info().default_voice
+        )
+        self._error(
+            "engine_fallback",
+            f"engine {old.engine.name!r} failed ({failed.code}: {failed.message}); this "
+            f"session continues on {engine.name!r} with voice {self.voice!r}",
+        )
+        for job in jobs:
+            index = job.index
+            if index < 0:  # the rest of a chunk whose segment was already announced
+                index = self.segments
+                self.segments += 1
+            target.submit(
+                Job(
+                    self,
+                    self.generation,
+                    job.kind,
+                    text=job.text,
+                    voice=self.voice,
+                    speed=self.speed,
+                    first=job.first,
+                    index=index,
+                )
+            )
 
     # ------------------------------------------------------------------ sending
 
@@ -409,7 +480,7 @@ class Session:
             while True:
                 if not outbox:
                     if self.close_after_drain:
-                        await self._close(CLOSE_NORMAL, "done")
+                        await self._close(*self.close_after_drain)
                         return
                     self._has_items.clear()
                     await self._has_items.wait()
@@ -482,6 +553,33 @@ class Session:
             )
         await self._close(close_code, code, max(0.1, deadline - time.monotonic()))
 
+    # ------------------------------------------------------------------ drain (SIGTERM)
+
+    def begin_drain(self) -> None:
+        """The node is shutting down: close now if idle, else once the utterance is done."""
+        if self.closing or self.close_after_drain is not None:
+            return
+        if self._idle():
+            self._drain_close()
+        else:
+            self.drain_when_idle = True
+
+    def _idle(self) -> bool:
+        return (
+            self.chunker.buffered_chars == 0
+            and self.pending_chars == 0
+            and self.markers_pending == 0
+        )
+
+    def _drain_close(self) -> None:
+        self.ending = True  # no more text: this node is going away
+        self._error("server_draining", DRAIN_MESSAGE, fatal=True)
+        self.close_after_drain = (CLOSE_SERVICE_RESTART, "server draining")
+
+    async def drain_now(self) -> None:
+        """The grace period is over: close whatever is still running."""
+        await self._fail("server_draining", DRAIN_MESSAGE, CLOSE_SERVICE_RESTART)
+
     # ------------------------------------------------------------------ watchdog
 
     async def _watchdog(self) -> None:
@@ -506,7 +604,9 @@ class Session:
                     CLOSE_POLICY,
                 )
                 return
-            busy = len(self.outbox) > 0 or self.pending_chars > 0
+            # A flush/end still to run counts as work (F5 runs markers behind other
+            # sessions' encoding, so that moment can outlast a watchdog tick).
+            busy = len(self.outbox) > 0 or self.pending_chars > 0 or self.markers_pending > 0
             if not busy and now - self.last_client_msg > s.idle_timeout_s:
                 await self._fail(
                     "idle_timeout", f"no message for {s.idle_timeout_s:g} s", CLOSE_POLICY
@@ -546,10 +646,6 @@ class Session:
             close_code=self.close_code,
             close_reason=self.close_reason,
         )
-
-
-def len_of(item: ChunkDone) -> int:
-    return item.chars
 
 
 def _type_of(msg: Any) -> str:

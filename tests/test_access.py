@@ -91,6 +91,8 @@ def test_public_routes_need_no_key(secured: ServerProcess) -> None:
     assert httpx.get(secured.http + "/health").status_code == 200
     r = httpx.get(secured.http + "/")
     assert r.status_code == 307 and r.headers["location"] == "/demo/"
+    r = httpx.get(secured.http + "/?token=abc")
+    assert r.headers["location"] == "/demo/?token=abc"
     assert httpx.get(secured.http + "/metrics").status_code == 401
     assert httpx.post(secured.http + "/v1/audio/speech", json=SPEECH).status_code == 401
 

@@ -25,8 +25,8 @@ from tests.support import (
 )
 
 HEALTHY_TEXT = (
-    "This session keeps talking while the others send bad messages. It must finish "
-    "every word and nothing may come from anyone else."
+    "The quick brown fox jumps over the lazy dog. We will meet again tomorrow morning "
+    "at the station."
 )
 
 
@@ -51,6 +51,8 @@ async def healthy(server: ServerProcess) -> AsyncIterator[Callable[[], Awaitable
         assert rec.close_code == 1000
         assert not rec.of("error"), rec.of("error")
         assert rec.of("done")[0]["frames"] == len(rec.frames)
+        # every word was synthesized, in order, and nothing else
+        assert " ".join(s["text"] for s in rec.of("segment")).split() == HEALTHY_TEXT.split()
         heard = transcribe(decode_pcm(rec.frames), 16000)
         assert word_recall(HEALTHY_TEXT, heard) >= 0.5, heard
         return rec

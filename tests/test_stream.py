@@ -126,7 +126,11 @@ async def test_llm_token_stream_other_formats(
 
 
 async def test_flush_and_several_utterances_on_one_connection(server: ServerProcess) -> None:
-    texts = ["Good morning and welcome back", "Your order has shipped today", "Goodbye now"]
+    texts = [
+        "Good morning and welcome back to the morning news",
+        "Your order has shipped and will arrive on Monday",
+        "Thank you for calling and have a nice day",
+    ]
     async with await connect(server.ws_url) as ws:
         await send(ws, type="start", output={"encoding": "pcm_s16le", "sample_rate": 16000})
         rec = await recv_until(ws, Received(), stop="ready")

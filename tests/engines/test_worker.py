@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
-from server.engines.base import Audio, EngineError
+from server.engines.base import Audio, EngineError, EngineInfo, VoiceInfo
 from server.engines.piper import DEFAULT_VOICE, PiperEngine
 from server.engines.replay import ReplayEngine
 from server.engines.worker import (
@@ -162,3 +163,75 @@ async def test_engine_faults_become_events_and_the_worker_goes_on() -> None:
     ]
     done = [i for i in a.items if isinstance(i, ChunkDone)]
     assert [d.index for d in done] == [2] and done[0].audio_s > 0.5
+
+
+class FixedSpeech:
+    """One take of real speech (from the replay engine) for every text, as long as the
+    text would take to say: the same text always gives the same audio."""
+
+    name = "fixed"
+
+    def __init__(self, source: ReplayEngine) -> None:
+        self._source = source
+        self.sample_rate = source.sample_rate
+        self._audio = np.concatenate(list(source.synthesize("x" * 3000, DEFAULT_VOICE, 1.0)))
+
+    def load(self) -> None:
+        pass
+
+    def info(self) -> EngineInfo:
+        return self._source.info()
+
+    def voices(self) -> list[VoiceInfo]:
+        return self._source.voices()
+
+    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
+        yield self._audio[: int(len(text) / 15 * self.sample_rate)]
+
+
+class TracingOwner(Owner):
+    """An owner that also notes, in a log shared by all owners, when each chunk ends."""
+
+    def __init__(self, name: str, rate: int, log: list[tuple[str, int]]) -> None:
+        super().__init__(name, rate, log)
+        self.sounding = asyncio.Event()  # its first frames have come
+
+    def deliver(self, generation: int, items: list[Output]) -> None:
+        super().deliver(generation, items)
+        for it in items:
+            if isinstance(it, ChunkDone) and generation == self.generation:
+                self.log.append((self.session_id + ":done", it.index))
+        if self.frames():
+            self.sounding.set()
+
+
+async def test_first_chunk_pauses_a_long_chunk_which_resumes_intact(replay: ReplayEngine) -> None:
+    engine = FixedSpeech(replay)
+    long_text = "a long paragraph " * 170  # about 190 s of speech: a long job on the thread
+    # Reference: the long chunk encoded alone, never paused.
+    ref = TracingOwner("ref", engine.sample_rate, [])
+    alone = EngineWorker(engine, threads=1)
+    alone.start()
+    alone.submit(chunk(ref, 0, text=long_text))
+    alone.submit(Job(ref, 0, "flush"))
+    await asyncio.wait_for(ref.done.wait(), 60)
+    await alone.stop()
+
+    log: list[tuple[str, int]] = []
+    a, b = (TracingOwner(n, engine.sample_rate, log) for n in "ab")
+    worker = EngineWorker(engine, threads=1)
+    worker.start()
+    worker.submit(chunk(a, 0, text=long_text))
+    worker.submit(Job(a, 0, "flush"))
+    await asyncio.wait_for(a.sounding.wait(), 30)  # the long chunk is on the only thread
+    worker.submit(chunk(b, 0, text="Hello there, these are first words.", first=True))
+    worker.submit(Job(b, 0, "flush"))
+    await asyncio.wait_for(asyncio.gather(a.done.wait(), b.done.wait()), 60)
+    await worker.stop()
+    # b's first chunk did not wait for the whole of a's long one ...
+    assert log.index(("b:done", 0)) < log.index(("a:done", 0)), log
+    # ... and a's chunk, paused and resumed, came out exactly as when it ran alone.
+    assert b"".join(a.frames()) == b"".join(ref.frames())
+    assert [d.audio_s for d in a.items if isinstance(d, ChunkDone)] == [
+        d.audio_s for d in ref.items if isinstance(d, ChunkDone)
+    ]

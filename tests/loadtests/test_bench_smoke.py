@@ -1,0 +1,127 @@
+"""Every benchmark, run tiny through ``voxwire bench NAME --smoke``: the tools keep
+working and write well-formed JSON, Markdown and plots with sane numbers. These are
+not performance tests: no figure is held to a goal here."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+import numpy as np
+
+from loadtests import bench, loadgen
+from tests.support import ROOT
+
+T = TypeVar("T")
+
+
+def _run(name: str, out: Path, *extra: str) -> bench.Result:
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "bench", name, "--smoke", "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"## {name} (smoke)" in proc.stdout  # the table is printed too
+    res = msgspec.json.decode((out / f"{name}.json").read_bytes(), type=bench.Result)
+    assert res.kind == name and res.opts.smoke
+    m = res.machine
+    assert m.cores >= 1 and m.cpu_model and m.python.startswith("3.")
+    assert m.packages["numpy"] != "absent" and m.packages["voxwire"] != "absent"
+    md = (out / f"{name}.md").read_text()
+    assert md.startswith(f"## {name} (smoke)") and "|---|" in md
+    for g in res.goals:
+        assert g.met is None or isinstance(g.met, bool)
+    return res
+
+
+def _as(res: bench.Result, typ: type[T]) -> T:
+    return msgspec.convert(res.results, typ)
+
+
+def _png(path: Path) -> None:
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)  # matplotlib's own PNG reader
+    assert img.shape[0] > 100 and img.shape[1] > 100
+    assert float(np.std(img)) > 0.01  # not a blank canvas
+
+
+def _sane_step(s: loadgen.StepResult) -> None:
+    assert s.sessions_failed == 0 and not s.errors, s
+    assert s.turns >= 1 and s.frames > 0 and s.audio_s > 0
+    for v in (*s.ttfa_ms.values(), *s.lateness_ms.values()):
+        assert v is not None and math.isfinite(v)
+    assert 0 < (s.ttfa_ms["p50"] or 0) < 5000
+    assert s.lateness_ms["p50"] is not None and s.lateness_ms["p50"] < 0  # frames come early
+    assert 0 <= s.server_cpu < 64 and s.server_rss_mib is not None and s.server_rss_mib > 50
+
+
+def test_codec(tmp_path: Path) -> None:
+    c = _as(_run("codec", tmp_path), bench.CodecResult)
+    assert (c.sample_rate, c.frame_ms, c.complexity) == (24000, 20, 5)
+    # libopus encodes speech many times faster than real time on any CPU
+    assert 5 < c.single_xrt < 10000 and 5 < c.interleaved_xrt < 10000
+    assert c.limit_per_core == c.interleaved_xrt
+
+
+def test_capacity(tmp_path: Path) -> None:
+    res = _run("capacity", tmp_path)
+    c = _as(res, bench.CapacityResult)
+    assert c.codec.limit_per_core > 5 and c.codec_limit >= c.codec.limit_per_core
+    assert [s.sessions for s in c.steps if s.passed] == sorted(
+        s.sessions for s in c.steps if s.passed
+    )
+    for s in c.steps:
+        _sane_step(s)
+    assert c.capacity is not None and c.ratio == round(c.capacity / c.codec_limit, 3)
+    assert [g.name for g in res.goals] == ["capacity / codec limit"]
+    _png(tmp_path / "capacity.png")
+
+
+def test_ttfa(tmp_path: Path) -> None:
+    t = _as(_run("ttfa", tmp_path), bench.TtfaResult)
+    assert [a.sessions for a in t.at] == [1, 3]
+    for a in t.at:
+        _sane_step(a.step)
+        assert a.turns == a.step.turns
+        eng, over, raw = a.engine_first_ms["p50"], a.overhead_ms["p50"], a.ttfa_ms["p50"]
+        assert eng is not None and over is not None and raw is not None
+        assert 0 <= eng < 100  # the replay engine returns its audio at once
+        assert -1 < over < raw  # overhead = TTFA minus the engine's own part
+
+
+def test_e2e(tmp_path: Path) -> None:
+    res = _run("e2e", tmp_path)
+    e = _as(res, bench.E2eResult)
+    _sane_step(e.step)
+    assert e.turns == 2 and all(6 <= w <= 10 for w in e.first_sentence_words)
+    assert e.piper_direct_ms["p50"] is not None and e.piper_direct_ms["p50"] > 5
+    assert e.ratio_p50 is not None and 0.2 < e.ratio_p50 < 20
+    h = e.http
+    assert h.paragraph_words > 30 and h.reps == 1
+    assert 0 < h.ours_first_ms <= h.ours_total_ms and 0 < h.http_first_ms <= h.http_total_ms
+    assert h.total_ratio == round(h.ours_total_ms / h.http_total_ms, 3)
+    assert len(res.goals) == 4
+
+
+def test_memory(tmp_path: Path) -> None:
+    res = _run("memory", tmp_path)
+    m = _as(res, bench.MemoryResult)
+    assert m.idle_sessions == 3 and m.active_sessions == 2
+    assert 50 < m.idle_baseline_mib < 4096 and 50 < m.active_peak_mib < 4096
+    assert m.active_peak_mib >= m.active_baseline_mib
+    _sane_step(m.active_step)
+    s = m.soak
+    _sane_step(s.step)
+    assert s.step.sessions_run >= s.sessions
+    assert len(s.samples) >= 4 and all(p.rss_mib > 50 for p in s.samples)
+    assert [p.t_s for p in s.samples] == sorted(p.t_s for p in s.samples)
+    assert math.isfinite(s.slope_mib_per_min)
+    _png(tmp_path / "memory.png")
