@@ -1,4 +1,4 @@
-"""``voxwire serve`` and ``voxwire say``."""
+"""voxwire: `serve` the server, `say` text through it, make API `keys`, run a `bench`."""
 
 from __future__ import annotations
 
