@@ -50,7 +50,6 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     workers: dict[str, EngineWorker] = field(default_factory=dict)
     ready: bool = False
-    active_sessions: int = 0
     load_error: str | None = None
     chunk_policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     keys: KeyRing = field(default_factory=lambda: KeyRing(()))

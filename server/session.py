@@ -115,7 +115,7 @@ class Session:
         if st.draining:
             await self._fail("server_draining", DRAIN_MESSAGE, CLOSE_TRY_AGAIN)
             return
-        if st.active_sessions >= self.settings.max_sessions:
+        if len(st.sessions) >= self.settings.max_sessions:
             await self._fail(
                 "server_busy",
                 f"server is at its session limit ({self.settings.max_sessions}); retry later",
@@ -125,7 +125,6 @@ class Session:
         self.key_id = key_of(self.ws.scope)
         if self.key_id is not None and not await self._take_key_slot():
             return
-        st.active_sessions += 1
         st.metrics.active_sessions.inc()
         st.sessions.add(self)
         self._tasks = [
@@ -140,7 +139,6 @@ class Session:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            st.active_sessions -= 1
             st.metrics.active_sessions.dec()
             st.sessions.discard(self)
             self.closed.set()
