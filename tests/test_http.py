@@ -46,10 +46,12 @@ def _metrics(srv: ServerProcess) -> str:
         return str(r.read().decode())
 
 
-def _value(text: str, name: str) -> float:
+def _value(text: str, name: str, missing: float | None = None) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
+    if missing is not None:  # a labelled series appears with its first observation
+        return missing
     raise AssertionError(f"{name} not in metrics")
 
 
@@ -69,7 +71,7 @@ async def test_metrics_count_sessions_frames_latency_and_errors(server: ServerPr
     assert frames == len(rec.frames) > 0
     assert _value(after, 'voxwire_errors_total{code="unknown_type"}') >= 1
     ttfa = "voxwire_time_to_first_audio_seconds_count"
-    assert _value(after, ttfa) == _value(before, ttfa) + 1
+    assert _value(after, ttfa) == _value(before, ttfa, missing=0.0) + 1
     assert _value(after, "voxwire_engine_real_time_factor_count") > 0
     assert "voxwire_active_sessions" in after and "voxwire_engine_queue_depth" in after
 
