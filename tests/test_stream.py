@@ -158,6 +158,9 @@ async def test_flush_and_several_utterances_on_one_connection(server: ServerProc
         assert word_recall(t, transcribe(part, 16000)) >= 0.5, t
 
 
+AFTER_CANCEL = "Sorry, please go ahead and finish your question."
+
+
 async def test_cancel_mid_utterance_stops_audio_at_once(server: ServerProcess) -> None:
     long_text = " ".join([PARAGRAPH] * 4)
     async with await connect(server.ws_url) as ws:
@@ -173,13 +176,13 @@ async def test_cancel_mid_utterance_stops_audio_at_once(server: ServerProcess) -
         cancel_latency = time.monotonic() - t_cancel
         frames_at_cancel = len(rec.frames)
         # nothing more of the cancelled text: the next thing is the new utterance
-        await send(ws, type="text", text="Sorry, go ahead")
+        await send(ws, type="text", text=AFTER_CANCEL)
         await send(ws, type="flush")
         mark = len(rec.order)
         await recv_until(ws, rec, stop="flushed", timeout=30)
         after = rec.order[mark:]
         assert after[0][0] == "event" and after[0][1]["type"] == "segment", after[:3]
-        assert after[0][1]["text"] == "Sorry, go ahead"
+        assert after[0][1]["text"] == AFTER_CANCEL
         assert after[0][1]["first_frame"] == frames_at_cancel
         new_frames = len(rec.frames) - frames_at_cancel
         await send(ws, type="end")
@@ -190,7 +193,7 @@ async def test_cancel_mid_utterance_stops_audio_at_once(server: ServerProcess) -
     assert total_s < 20, total_s
     # the new utterance is the new text, not the old one
     tail = decode_opus(rec.frames[frames_at_cancel : frames_at_cancel + new_frames], 24000)
-    assert word_recall("sorry go ahead", transcribe(tail, 24000)) >= 0.6
+    assert word_recall(AFTER_CANCEL, transcribe(tail, 24000)) >= 0.5
     # Not a timing test: the engine runs a chunk for far longer than this bound,
     # so passing shows `cancelled` did not wait for it (figures: BENCHMARKS.md).
     assert cancel_latency < 1.0, cancel_latency
