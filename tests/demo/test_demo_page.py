@@ -57,6 +57,8 @@ LONG_TEXT = (
     "river behind the house. Then it talks about the trains that pass the station every "
     "hour. Nobody should hear this last sentence, because the test stops it early."
 )
+# words the offline recognizer hears reliably (a four-word check flaked)
+AFTER_STOP = "We will meet again tomorrow morning at the station."
 TYPED_TEXT = (
     "Typing mode speaks each sentence as soon as it is written. "
     "This second sentence is still being typed while the first one plays. "
@@ -364,7 +366,7 @@ def test_stop_silences_playback_within_100_ms(open_demo: OpenDemo) -> None:
     assert abs(float(audio[-1])) < 0.01
 
     # The session goes on after a barge-in: Speak again plays the new text.
-    page.fill("#text", "And now something short.")
+    page.fill("#text", AFTER_STOP)
     page.click("#speak")
     s3 = demo.wait_idle(flushed=1)
     assert s3["samplesPlayed"] > s2["samplesPlayed"] + 0.5 * RATE
@@ -372,7 +374,7 @@ def test_stop_silences_playback_within_100_ms(open_demo: OpenDemo) -> None:
     new_frames = s3["framesReceived"] - s2["framesReceived"]
     assert abs(s3["samplesPlayed"] - s2["samplesPlayed"] - new_frames * FRAME) <= FRAME, (s2, s3)
     fresh = demo.captured()[len(audio) :]
-    assert word_recall("and now something short", transcribe(fresh, RATE)) >= 0.5
+    assert word_recall(AFTER_STOP, transcribe(fresh, RATE)) >= 0.5
 
 
 def test_type_to_speak_plays_before_typing_ends(open_demo: OpenDemo) -> None:
@@ -406,7 +408,8 @@ def test_pcm_fallback_without_webcodecs(open_demo: OpenDemo) -> None:
     assert page.input_value("#output") == "pcm"
     assert page.is_visible("#codec-note")
     assert "PCM" in (page.text_content("#codec-note") or "")
-    text = "The browser plays plain sixteen bit audio here."
+    # words the offline recognizer hears reliably, so the check is about the audio
+    text = "The quick brown fox jumps over the lazy dog."
     page.fill("#text", text)
     page.click("#speak")
     s = demo.wait_idle()
