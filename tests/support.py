@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -25,88 +23,22 @@ import numpy.typing as npt
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from loadtests.serverproc import VoxwireServer, free_port
+from loadtests.serverproc import _env_value as _env_value
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``python -m server serve`` on a free port, with settings as VOXWIRE_* variables."""
+class ServerProcess(VoxwireServer):
+    """``python -m server serve`` on a free port, with settings as VOXWIRE_* variables
+    (the benchmarks' launcher, without CPU pinning)."""
 
     def __init__(self, **settings: Any) -> None:
-        self.port = free_port()
-        self.log_path = Path(tempfile.mkstemp(prefix="voxwire-", suffix=".log")[1])
-        env = dict(os.environ)
-        env.update({f"VOXWIRE_{k.upper()}": _env_value(v) for k, v in settings.items()})
-        env["VOXWIRE_PORT"] = str(self.port)
-        env["VOXWIRE_HOST"] = "127.0.0.1"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.http = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/v1/stream"
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.logs()}")
-            try:
-                with urllib.request.urlopen(self.http + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not healthy in {timeout} s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def log_events(self, event: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.logs().splitlines():
-            if line.startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if obj.get("event") == event:
-                    out.append(obj)
-        return out
+        super().__init__(**settings)
 
     def rss_bytes(self) -> int:
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        m = re.search(r"VmRSS:\s+(\d+) kB", text)
-        assert m
-        return int(m.group(1)) * 1024
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def _env_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
+        return self.rss()
 
 
 def get_json(url: str) -> tuple[int, Any]:
