@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -30,9 +32,14 @@ from server.engines.base import Engine
 from server.engines.worker import EngineWorker
 from server.limits import LimitConfig, Limits, MemoryLimits, RedisLimits
 from server.metrics import Metrics
-from server.openapi import EnginesResponse, VoicesResponse
+from server.openapi import EnginesResponse
 from server.session import Session
+from server.state.sessions import MemorySessionStore, RedisSessionStore, SessionStore
+from server.state.tokens import ResumeTokens, shared_secret
+from server.state.voices import MemoryVoiceStore, RedisVoiceStore, VoiceCache, VoiceStore
 from server.streaming.chunker import ChunkPolicy
+from server.voices import api as voices_api
+from server.voices import registry as voice_registry
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -59,6 +66,12 @@ class AppState:
     redis: Redis | None = None
     draining: bool = False
     sessions: set[Session] = field(default_factory=set)
+    # Uploaded voices (issue 4): the shared store, with this node's cache of prepared ones.
+    voices: VoiceStore = field(default_factory=lambda: MemoryVoiceStore(VoiceCache(32)))
+    # Resume (issue 4): session journals, their tokens, and whether the store answers.
+    session_store: SessionStore | None = None
+    resume_tokens: ResumeTokens = field(default_factory=lambda: ResumeTokens(b""))
+    store_ok: bool = True
 
 
 def _split(spec: str) -> frozenset[str]:
@@ -88,6 +101,14 @@ def access_state(settings: Settings) -> dict[str, Any]:
         "allowed_origins": _split(settings.allowed_origins),
         "redis": redis,
     }
+
+
+def voice_store(settings: Settings, redis: Redis | None) -> VoiceStore:
+    """Redis when ``redis_url`` is set (every node sees every voice), else memory."""
+    cache: VoiceCache[Any] = VoiceCache(settings.voice_cache_size)
+    if redis is not None:
+        return RedisVoiceStore(redis, settings.redis_prefix, cache, settings.voice_max_count)
+    return MemoryVoiceStore(cache, settings.voice_max_count)
 
 
 def chunk_policy(settings: Settings) -> ChunkPolicy:
@@ -151,13 +172,57 @@ def _load_and_warm(state: AppState) -> None:
         log.info("engine_loaded", engine=name, load_s=round(load_s, 3), warmup_s=round(warm_s, 3))
 
 
+async def _start_state(state: AppState) -> None:
+    """The session store and the resume secret (shared through Redis when it is on)."""
+    s = state.settings
+    if s.resume_window_s <= 0:
+        return
+    ttl = s.resume_window_s
+    if state.redis is not None:
+        state.session_store = RedisSessionStore(state.redis, s.redis_prefix, ttl)
+    else:
+        state.session_store = MemorySessionStore(ttl)
+    if s.token_secret:
+        secret = s.token_secret.encode()
+    elif state.redis is not None:
+        secret = await shared_secret(state.redis, f"{s.redis_prefix}resume_secret")
+    else:
+        secret = secrets.token_bytes(32)
+    state.resume_tokens = ResumeTokens(secret)
+
+
+async def _check_store(state: AppState) -> None:
+    """Watch Redis: while it does not answer, new sessions are refused (1013); sessions
+    in progress go on. redis-py reconnects by itself, so recovery needs nothing more."""
+    redis = state.redis
+    if redis is None:
+        return
+    interval = state.settings.state_check_interval_s
+    while True:
+        try:
+            await asyncio.wait_for(redis.ping(), max(interval, 0.5))
+            ok = True
+        except (RedisError, OSError, TimeoutError) as exc:
+            ok = False
+            if state.store_ok:
+                log.error("state_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+        if ok and not state.store_ok:
+            log.info("state_store_recovered")
+        state.store_ok = ok
+        state.metrics.state_store_up.set(1 if ok else 0)
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> Starlette:
+    access = access_state(settings)
     state = AppState(
         settings=settings,
         engines=engines or build_engines(settings),
         chunk_policy=chunk_policy(settings),
-        **access_state(settings),
+        voices=voice_store(settings, access["redis"]),
+        **access,
     )
+    voice_registry.install(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -184,11 +249,16 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             state.ready = True
             log.info("ready")
 
+        await _start_state(state)
         loader = asyncio.create_task(load())
+        voice_follower = asyncio.create_task(voice_registry.follow(state))
+        checker = asyncio.create_task(_check_store(state))
         try:
             yield
         finally:
             loader.cancel()
+            voice_follower.cancel()
+            checker.cancel()
             for w in state.workers.values():
                 await w.stop()
             if state.redis is not None:
@@ -207,11 +277,6 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     async def engines_route(request: Request) -> Response:
         infos = [e.info() for e in state.engines.values()]
         body = EnginesResponse(default=settings.engine, engines=infos)
-        return Response(msgspec.json.encode(body), media_type="application/json")
-
-    async def voices_route(request: Request) -> Response:
-        voices = [v for e in state.engines.values() for v in e.voices()]
-        body = VoicesResponse(default=settings.voice, voices=voices)
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     openapi_body = msgspec.json.encode(openapi.document())
@@ -250,7 +315,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
         routes=[
             Route("/health", health),
             Route("/v1/engines", engines_route),
-            Route("/v1/voices", voices_route),
+            *voices_api.ROUTES,  # /v1/voices… (issue 4)
             Route("/metrics", metrics_route),
             WebSocketRoute("/v1/stream", stream),
             Route("/v1/audio/speech", speech.speech, methods=["POST"]),

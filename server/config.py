@@ -239,6 +239,56 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             description="Folder with the demo and docs pages (empty: `static/` of the source tree)."
         ),
     ] = ""
+    # -- uploaded voices (issue 4: POST /v1/voices, docs/voices.md) --
+    voice_max_bytes: Annotated[
+        int, _D(ge=1024, description="Largest voice upload (the audio file), in bytes.")
+    ] = 10 * 1024 * 1024
+    voice_min_s: Annotated[
+        float, _D(gt=0, description="Shortest reference audio a voice upload may have, seconds.")
+    ] = 3.0
+    voice_max_s: Annotated[
+        float, _D(gt=0, description="Longest reference audio a voice upload may have, seconds.")
+    ] = 30.0
+    voice_silence_dbfs: Annotated[
+        float,
+        _D(
+            le=0,
+            description="An upload whose loudest 10 ms is below this level (dBFS) is refused "
+            "as silent.",
+        ),
+    ] = -50.0
+    voice_target_dbfs: Annotated[
+        float,
+        _D(
+            le=0,
+            description="Uploaded references are normalised so their speech (pauses left "
+            "out) has this RMS level, dBFS.",
+        ),
+    ] = -20.0
+    voice_peak_dbfs: Annotated[
+        float,
+        _D(le=0, description="Normalisation never lifts an upload's peak above this, dBFS."),
+    ] = -1.0
+    voice_max_name_chars: Annotated[
+        int, _D(ge=1, description="Longest name of an uploaded voice, characters.")
+    ] = 64
+    voice_max_transcript_chars: Annotated[
+        int, _D(ge=1, description="Longest transcript of an uploaded voice, characters.")
+    ] = 1000
+    voice_max_count: Annotated[
+        int, _D(ge=0, description="Uploaded voices the store may hold (0 = unlimited).")
+    ] = 1000
+    voice_cache_size: Annotated[
+        int,
+        _D(
+            ge=1,
+            description="Prepared uploaded voices each node keeps ready (least recently "
+            "used leave; they are loaded again from the store when asked for).",
+        ),
+    ] = 32
+    voice_preview_max_chars: Annotated[
+        int, _D(ge=1, description="Longest text of `POST /v1/voices/{id}/preview`.")
+    ] = 300
     redis_url: Annotated[
         str,
         _D(
@@ -247,6 +297,38 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         ),
     ] = ""
     redis_prefix: Annotated[str, _D(description="Prefix of every Redis key.")] = "voxwire:"
+    resume_window_s: Annotated[
+        float,
+        _D(
+            ge=0,
+            description="How long a session's state outlives its connection, so the client "
+            "can resume it (on any node with Redis); 0 turns resume off.",
+        ),
+    ] = 60.0
+    replay_window_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Audio kept per session for replay on resume (the newest frames); "
+            "a resume from an older frame is refused with `replay_unavailable`.",
+        ),
+    ] = 60.0
+    resume_token_ttl_s: Annotated[
+        float,
+        _D(
+            ge=0,
+            description="Life of a resume token (0: the longest a session may last plus "
+            "`resume_window_s`).",
+        ),
+    ] = 0.0
+    state_check_interval_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="How often the state store (Redis) is checked; while it does not "
+            "answer, new sessions are refused with `state_unavailable` (close 1013).",
+        ),
+    ] = 1.0
     api_keys: Annotated[
         str,
         _D(

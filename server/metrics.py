@@ -45,3 +45,17 @@ class Metrics:
         self.errors = Counter(
             "voxwire_errors", "Error events sent to clients, by code.", ["code"], registry=r
         )
+        self.resumes = Counter(
+            "voxwire_sessions_resumed",
+            "Sessions taken over by a new connection (on this node).",
+            registry=r,
+        )
+        self.frames_replayed = Counter(
+            "voxwire_frames_replayed", "Frames re-sent from the replay window.", registry=r
+        )
+        self.state_store_up = Gauge(
+            "voxwire_state_store_up",
+            "1 while the state store (Redis) answers, else 0.",
+            registry=r,
+        )
+        self.state_store_up.set(1)

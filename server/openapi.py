@@ -16,6 +16,7 @@ from server.access import TokenRequest, TokenResponse
 from server.engines.base import EngineInfo, VoiceInfo
 from server.speech import MAX_INPUT_CHARS, ErrorBody, ModelList, SpeechRequest
 from server.streaming.containers import MEDIA_TYPES
+from server.voices.schema import PreviewRequest, UploadInfo, Voice, VoiceDeleted
 
 
 class EnginesResponse(msgspec.Struct, kw_only=True):
@@ -23,9 +24,11 @@ class EnginesResponse(msgspec.Struct, kw_only=True):
     engines: list[EngineInfo]
 
 
-class VoicesResponse(msgspec.Struct, kw_only=True):
+class VoicesResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     default: str
     voices: list[VoiceInfo]
+    # present where this node can clone voices (POST /v1/voices); see docs/voices.md
+    upload: UploadInfo | None = None
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -41,6 +44,9 @@ _TYPES: list[Any] = [
     TokenResponse,
     EnginesResponse,
     VoicesResponse,
+    Voice,
+    VoiceDeleted,
+    PreviewRequest,
     Health,
 ]
 
@@ -58,7 +64,12 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Invalid request",
         401: "Missing or invalid API key or token",
         403: "Not allowed",
-        404: "No such model",
+        404: "No such model or voice",
+        409: "The voice cannot be deleted (it comes with the server)",
+        413: "The upload is larger than voice_max_bytes",
+        415: "The audio is not in an accepted format (the message names them)",
+        422: "The upload or its audio was refused; `code` says why (docs/voices.md)",
+        507: "The voice store is full (voice_max_count)",
         429: "A per-key limit was reached (the Retry-After header says when it resets)",
         503: "Engines still loading",
     }
@@ -71,6 +82,13 @@ def document() -> dict[str, Any]:
     )
     secured: list[dict[str, list[str]]] = [{"bearer": []}, {"token": []}]
     binary = {"type": "string", "format": "binary"}
+    voice_id = {
+        "name": "voice_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "A voice id from GET /v1/voices (uploaded voices: `v_…`)",
+    }
     audio = {mt: {"schema": binary} for mt in sorted(set(MEDIA_TYPES.values()))}
     audio["text/event-stream"] = {
         "schema": {
@@ -140,10 +158,85 @@ def document() -> dict[str, Any]:
             "/v1/voices": {
                 "get": {
                     "operationId": "listVoices",
-                    "summary": "Voices of every engine",
+                    "summary": "Voices of every engine, uploaded ones included",
+                    "description": "`upload` is present where this node can clone voices: "
+                    "the limits and formats `POST /v1/voices` accepts.",
                     "security": secured,
-                    "responses": {"200": _json("VoicesResponse", "Voices"), **_errors(401, 429)},
-                }
+                    "responses": {
+                        "200": _json("VoicesResponse", "Voices"),
+                        **_errors(401, 429, 503),
+                    },
+                },
+                "post": {
+                    "operationId": "createVoice",
+                    "summary": "Upload a voice to clone (reference audio and its transcript)",
+                    "description": "Accepted audio: WAV (PCM), FLAC, MP3, Ogg (Opus or Vorbis), "
+                    "WebM (Opus or Vorbis), found from the bytes; 3–30 s by default "
+                    "(voice_min_s, voice_max_s), at most voice_max_bytes, not silent. The "
+                    "voice is stored for every node; its id is made by the server.",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["audio", "name", "transcript"],
+                                    "properties": {
+                                        "audio": binary,
+                                        "name": {"type": "string"},
+                                        "transcript": {"type": "string"},
+                                        "language": {"type": "string", "default": "en"},
+                                        "engine": {"type": "string", "default": "f5"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json("Voice", "The new voice"),
+                        **_errors(400, 401, 413, 415, 422, 429, 503, 507),
+                    },
+                },
+            },
+            "/v1/voices/{voice_id}": {
+                "parameters": [voice_id],
+                "get": {
+                    "operationId": "getVoice",
+                    "summary": "One voice",
+                    "security": secured,
+                    "responses": {"200": _json("Voice", "The voice"), **_errors(401, 404, 429)},
+                },
+                "delete": {
+                    "operationId": "deleteVoice",
+                    "summary": "Delete an uploaded voice, on every node",
+                    "security": secured,
+                    "responses": {
+                        "200": _json("VoiceDeleted", "Deleted"),
+                        **_errors(401, 404, 409, 429, 503),
+                    },
+                },
+            },
+            "/v1/voices/{voice_id}/preview": {
+                "parameters": [voice_id],
+                "post": {
+                    "operationId": "previewVoice",
+                    "summary": "A short sample of the voice (Ogg Opus, streamed)",
+                    "description": "Speaks `text` (at most voice_preview_max_chars; a "
+                    "sentence of the server's when absent), sent as JSON or a form field.",
+                    "security": secured,
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("PreviewRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Ogg Opus audio",
+                            "content": {"audio/ogg": {"schema": binary}},
+                        },
+                        **_errors(400, 401, 404, 422, 429, 503),
+                    },
+                },
             },
             "/v1/tokens": {
                 "post": {

@@ -35,6 +35,16 @@ class OutputFormat(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 # ---------------------------------------------------------------- client -> server
 
 
+class ResumeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Take over a session whose connection dropped, on this node or any other."""
+
+    session_id: str
+    token: str  # ``resume_token`` from the session's last ``ready``
+    # The first frame to (re)send: the number of binary frames received so far. Left out,
+    # it is one past the last frame the client acknowledged with ``ack``.
+    from_frame: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
 class Start(msgspec.Struct, tag="start", kw_only=True, forbid_unknown_fields=True):
     """Opens an utterance stream; must be the first message."""
 
@@ -43,6 +53,8 @@ class Start(msgspec.Struct, tag="start", kw_only=True, forbid_unknown_fields=Tru
     language: str | None = None
     speed: Annotated[float, msgspec.Meta(ge=0.5, le=2.0)] = 1.0
     output: OutputFormat | None = None
+    # Resume a session: it keeps its own settings, so the fields above are left out.
+    resume: ResumeRequest | None = None
 
 
 class Text(msgspec.Struct, tag="text", kw_only=True, forbid_unknown_fields=True):
@@ -63,7 +75,13 @@ class End(msgspec.Struct, tag="end", forbid_unknown_fields=True):
     """No more text: synthesize the rest, send ``done`` and close with 1000."""
 
 
-ClientMessage = Start | Text | Flush | Cancel | End
+class Ack(msgspec.Struct, tag="ack", kw_only=True, forbid_unknown_fields=True):
+    """Playback progress: every frame up to and including ``frame`` has been played."""
+
+    frame: Annotated[int, msgspec.Meta(ge=0)]
+
+
+ClientMessage = Start | Text | Flush | Cancel | End | Ack
 
 # ---------------------------------------------------------------- server -> client
 
@@ -75,6 +93,18 @@ class Ready(msgspec.Struct, tag="ready", kw_only=True):
     voice: str
     # Opus only: encoder delay in 48 kHz samples, the OpusHead pre-skip for an Ogg writer.
     pre_skip: int = 0
+    # Present when the session can be resumed: pass it back in ``start.resume``.
+    resume_token: str | None = None
+    resumed: bool = False  # this connection took over an existing session
+    next_frame: int = 0  # the number of the next binary frame (resume: ``from_frame``)
+    chars_accepted: int = 0  # resume: text characters the session has accepted in all
+
+
+class ResumeHint(msgspec.Struct, kw_only=True):
+    """Sent with a closing error when the session can be resumed elsewhere."""
+
+    session_id: str
+    from_frame: int  # frames sent on this connection; the client may have received fewer
 
 
 class Segment(msgspec.Struct, tag="segment", kw_only=True):
@@ -101,6 +131,7 @@ class Error(msgspec.Struct, tag="error", kw_only=True):
     code: str
     message: str
     fatal: bool = False
+    resume: ResumeHint | None = None
 
 
 ServerMessage = Ready | Segment | Flushed | Cancelled | Done | Error
@@ -108,7 +139,7 @@ ServerMessage = Ready | Segment | Flushed | Cancelled | Done | Error
 _client_decoder: Final = msgspec.json.Decoder(ClientMessage)
 _encoder: Final = msgspec.json.Encoder()
 
-CLIENT_TYPES: Final = ("start", "text", "flush", "cancel", "end")
+CLIENT_TYPES: Final = ("start", "text", "flush", "cancel", "end", "ack")
 
 
 class ProtocolError(Exception):
@@ -128,8 +159,17 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
         raise _classify(str(exc), data) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("invalid_json", f"message is not valid JSON: {exc}") from None
-    if isinstance(msg, Start) and msg.output is not None:
-        check_output(msg.output)
+    if isinstance(msg, Start):
+        if msg.resume is not None and (
+            msg.voice or msg.engine or msg.language or msg.output or msg.speed != 1.0
+        ):
+            raise ProtocolError(
+                "invalid_field",
+                "a 'start' with 'resume' continues the session with its own settings; "
+                "leave out voice, engine, language, speed and output",
+            )
+        if msg.output is not None:
+            check_output(msg.output)
     return msg
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import secrets
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import numpy as np
 import structlog
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
@@ -31,6 +34,9 @@ from server.engines.worker import (
     SegmentStart,
     UtteranceDone,
 )
+from server.journal import Journal
+from server.state.sessions import Commit, ResumeUnavailable, SessionStore, StoredFrame
+from server.state.tokens import ResumeTokenError
 from server.streaming.chunker import SentenceChunker
 from server.streaming.encoder import OpusEncoder, make_encoder
 from server.streaming.outbox import Outbox
@@ -47,6 +53,9 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
+# Private-use code (4000-4999): another connection resumed this session (409: conflict).
+CLOSE_SESSION_MOVED = 4409
+STATE_MESSAGE = "the shared state store (Redis) is not reachable; retry shortly"
 DRAIN_MESSAGE = (
     "this server is shutting down; reconnect to continue (the load balancer sends new "
     "connections to another node)"
@@ -54,6 +63,18 @@ DRAIN_MESSAGE = (
 
 _WATCHDOG_PERIOD_S = 0.25
 _SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
+_HEARTBEAT_S = 1.0  # the journal's record is kept alive (and checked for a takeover) this often
+
+
+class SessionMeta(msgspec.Struct, kw_only=True):
+    """A session's resolved settings, journaled so that another node can take it over."""
+
+    engine: str
+    voice: str
+    language: str | None
+    speed: float
+    output: p.OutputFormat
+    key_id: str | None
 
 
 class Session:
@@ -101,6 +122,15 @@ class Session:
         self.over_limit_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.key_id: str | None = None
+        # Resume (issue 4): the journal in the state store, and engine output waiting
+        # for its chunk to end (a chunk is made durable whole before any of it is sent).
+        self.owner = secrets.token_hex(8)  # this attachment's name in the journal
+        self.journal: Journal | None = None
+        self._uncommitted: list[Output] = []
+        self._seg_committed = 0  # segment index after the last committed chunk
+        self._carry = b""  # framer remainder after the last committed chunk
+        self.marks_in = 0  # flush/end marks accepted
+        self.resumed = False
 
     # ------------------------------------------------------------------ run
 
@@ -114,6 +144,9 @@ class Session:
             return
         if st.draining:
             await self._fail("server_draining", DRAIN_MESSAGE, CLOSE_TRY_AGAIN)
+            return
+        if st.redis is not None and not st.store_ok:
+            await self._fail("state_unavailable", STATE_MESSAGE, CLOSE_TRY_AGAIN)
             return
         if len(st.sessions) >= self.settings.max_sessions:
             await self._fail(
@@ -141,6 +174,9 @@ class Session:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             st.metrics.active_sessions.dec()
             st.sessions.discard(self)
+            if self.journal is not None:
+                # A finished session is forgotten; any other keeps its state for resume.
+                await self.journal.close(self.close_reason == "done", self.settings.close_grace_s)
             self.closed.set()
             if self.key_id is not None:
                 with contextlib.suppress(RedisError, OSError):
@@ -156,11 +192,7 @@ class Session:
                 self.key_id, self.session_id
             )
         except (RedisError, OSError):
-            await self._fail(
-                "state_unavailable",
-                "the shared state store (Redis) is not reachable; retry shortly",
-                CLOSE_TRY_AGAIN,
-            )
+            await self._fail("state_unavailable", STATE_MESSAGE, CLOSE_TRY_AGAIN)
             return False
         if over is not None:
             await self._fail("limit_exceeded", over.message(), CLOSE_POLICY)
@@ -202,12 +234,15 @@ class Session:
         if isinstance(msg, p.Start):
             if self.started:
                 raise p.ProtocolError("already_started", "this session has already started")
-            self._start(msg)
+            await self._start(msg)
             return
         if not self.started:
             raise p.ProtocolError(
                 "not_started", f"'{_type_of(msg)}' before 'start'; send 'start' first"
             )
+        if isinstance(msg, p.Ack):  # acks keep coming after 'end' while audio plays
+            self._ack(msg.frame)
+            return
         if self.ending:
             if self.state.draining:
                 raise p.ProtocolError("server_draining", DRAIN_MESSAGE)
@@ -223,18 +258,94 @@ class Session:
                     return
             self._text(msg.text)
         elif isinstance(msg, p.Flush):
-            self._submit_chunks(self.chunker.flush())
-            self._submit_marker("flush")
+            self._mark("flush")
         elif isinstance(msg, p.Cancel):
             self._cancel()
         elif isinstance(msg, p.End):
-            self.ending = True
-            self._submit_chunks(self.chunker.flush())
-            self._submit_marker("end")
+            self._mark("end")
 
-    def _start(self, msg: p.Start) -> None:
-        st = self.state
+    def _mark(self, kind: str) -> None:
+        if kind == "end":
+            self.ending = True
+        if self.journal is not None:
+            self.journal.mark(self.chars_in, kind)
+        self.marks_in += 1
+        self._submit_chunks(self.chunker.flush())
+        self._submit_marker(kind)
+
+    def _ack(self, frame: int) -> None:
+        if frame >= self.frames_sent:
+            raise p.ProtocolError(
+                "invalid_ack",
+                f"ack of frame {frame}, but only frames 0 to {self.frames_sent - 1} were sent",
+            )
+        if self.journal is not None:
+            self.journal.ack(frame)
+
+    async def _start(self, msg: p.Start) -> None:
+        if msg.resume is not None:
+            await self._resume(msg.resume)
+            return
         engine_name = msg.engine or self.settings.engine
+        pre_skip = self._configure(
+            engine_name, msg.voice, msg.language, msg.speed, msg.output or p.OutputFormat()
+        )
+        store = self.state.session_store
+        token = None
+        if store is not None:
+            assert self.output is not None
+            meta = SessionMeta(
+                engine=engine_name,
+                voice=self.voice,
+                language=msg.language,
+                speed=self.speed,
+                output=self.output,
+                key_id=self.key_id,
+            )
+            try:
+                await store.create(
+                    self.session_id, self.owner, msgspec.json.encode(meta), self._replay_frames()
+                )
+            except (RedisError, OSError):
+                await self._fail("state_unavailable", STATE_MESSAGE, CLOSE_TRY_AGAIN)
+                return
+            self._open_journal(store, 0)
+            token = self._mint_token()
+        self._begin(engine_name, pre_skip, token)
+
+    def _begin(self, engine_name: str, pre_skip: int, token: str | None, **ready: Any) -> None:
+        assert self.output is not None
+        self.started = True
+        self.state.metrics.sessions.labels(engine_name).inc()
+        self._put(
+            p.Ready(
+                session_id=self.session_id,
+                output=self.output,
+                engine=engine_name,
+                voice=self.voice,
+                pre_skip=pre_skip,
+                resume_token=token,
+                **ready,
+            )
+        )
+        self.log.info(
+            "session_start",
+            engine=engine_name,
+            voice=self.voice,
+            output=msgspec.to_builtins(self.output),
+            resumed=self.resumed,
+        )
+
+    def _configure(
+        self,
+        engine_name: str,
+        voice_req: str | None,
+        language: str | None,
+        speed: float,
+        out: p.OutputFormat,
+    ) -> int:
+        """Engine, voice and output format of the session; returns the Opus pre-skip."""
+        st = self.state
         worker = st.workers.get(engine_name)
         if worker is None:
             raise p.ProtocolError(
@@ -243,7 +354,7 @@ class Session:
             )
         engine = worker.engine
         voices = {v.id for v in engine.voices()}
-        voice = msg.voice or (
+        voice = voice_req or (
             self.settings.voice
             if engine_name == self.settings.engine
             else engine.info().default_voice
@@ -254,15 +365,14 @@ class Session:
                 f"engine {engine_name!r} has no voice {voice!r}; available: "
                 + ", ".join(sorted(voices)),
             )
-        if msg.language is not None:
+        if language is not None:
             langs = engine.info().languages
-            if msg.language.split("-")[0].lower() not in langs:
+            if language.split("-")[0].lower() not in langs:
                 raise p.ProtocolError(
                     "unsupported_language",
-                    f"engine {engine_name!r} does not speak {msg.language!r}; it speaks "
+                    f"engine {engine_name!r} does not speak {language!r}; it speaks "
                     + ", ".join(langs),
                 )
-        out = msg.output or p.OutputFormat()
         s = self.settings
         try:
             encoder = make_encoder(
@@ -289,24 +399,168 @@ class Session:
         self.outbox.frame_s = out.frame_ms / 1000.0
         self.worker = worker
         self.voice = voice
-        self.speed = msg.speed
-        self.started = True
-        st.metrics.sessions.labels(engine_name).inc()
-        pre_skip = encoder.lookahead * 48000 // out.sample_rate if out.encoding == "opus" else 0
-        self._put(
-            p.Ready(
-                session_id=self.session_id,
-                output=self.output,
-                engine=engine_name,
-                voice=voice,
-                pre_skip=pre_skip,
+        self.speed = speed
+        return encoder.lookahead * 48000 // out.sample_rate if out.encoding == "opus" else 0
+
+    # ------------------------------------------------------------------ resume (issue 4)
+
+    def _replay_frames(self) -> int:
+        assert self.output is not None
+        return max(1, math.ceil(self.settings.replay_window_s * 1000 / self.output.frame_ms))
+
+    def _mint_token(self) -> str:
+        s = self.settings
+        ttl = s.resume_token_ttl_s or (s.max_session_s + s.resume_window_s)
+        return self.state.resume_tokens.mint(self.session_id, ttl)
+
+    def _open_journal(self, store: SessionStore, frames: int) -> None:
+        self.journal = Journal(
+            store, self.session_id, self.owner, frames, self.moved, self._journal_broken
+        )
+
+    def _journal_broken(self, why: str) -> None:
+        self._error(
+            "resume_unavailable",
+            f"the state store failed ({why}); this session goes on, but it can no longer "
+            "be resumed after a disconnect",
+        )
+
+    def moved(self) -> None:
+        """Another connection took this session over: stop working on it."""
+        if self.closing:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._fail(
+                "session_moved",
+                "this session was resumed on another connection; this one is closed",
+                CLOSE_SESSION_MOVED,
             )
         )
+        self._tasks.append(task)
+
+    def resume_hint(self) -> p.ResumeHint | None:
+        j = self.journal
+        if j is None or j.broken or j.moved:
+            return None
+        return p.ResumeHint(session_id=self.session_id, from_frame=self.frames_sent)
+
+    async def _resume(self, r: p.ResumeRequest) -> None:
+        """Take a session over: replay its frames from ``from_frame``, then synthesize
+        the text it accepted and had not synthesized yet, marks (flush/end) in place."""
+        st = self.state
+        store = st.session_store
+        if store is None:
+            raise p.ProtocolError(
+                "resume_disabled",
+                "this server keeps no session state (resume_window_s=0); start a new session",
+            )
+        try:
+            st.resume_tokens.verify(r.token, r.session_id)
+        except ResumeTokenError as exc:
+            await self._fail(exc.code, exc.message, CLOSE_POLICY)
+            return
+        try:
+            snap = await store.takeover(r.session_id, self.owner)
+            first = -1
+            frames: list[StoredFrame] = []
+            if snap is not None:
+                first = r.from_frame if r.from_frame is not None else snap.acked + 1
+                if first < snap.frames:
+                    frames = await store.frames_from(r.session_id, first)
+        except ResumeUnavailable:
+            await self._fail(
+                "resume_unavailable",
+                f"session {r.session_id!r} cannot be resumed: the state store failed while "
+                "it ran, so its saved state is incomplete; start a new session",
+                CLOSE_POLICY,
+            )
+            return
+        except (RedisError, OSError):
+            await self._fail("state_unavailable", STATE_MESSAGE, CLOSE_TRY_AGAIN)
+            return
+        if snap is None:
+            await self._fail(
+                "session_expired",
+                f"session {r.session_id!r} is not known: it ended, or its state expired "
+                f"(resume_window_s={self.settings.resume_window_s:g} s after its connection "
+                "dropped)",
+                CLOSE_POLICY,
+            )
+            return
+        for other in list(st.sessions):  # the old connection, if it is still open here
+            if other is not self and other.session_id == snap.session_id:
+                other.moved()
+        meta = msgspec.json.decode(snap.meta, type=SessionMeta)
+        problem: tuple[str, str] | None = None
+        if meta.key_id != self.key_id:
+            problem = ("resume_forbidden", "the session was started with another API key")
+        elif first > snap.frames:
+            problem = (
+                "invalid_resume",
+                f"from_frame {first} is past the {snap.frames} frames the session has sent",
+            )
+        elif first < snap.frames and (not frames or frames[0].n != first):
+            oldest = frames[0].n if frames else snap.frames
+            problem = (
+                "replay_unavailable",
+                f"frame {first} is no longer kept: the replay window (replay_window_s="
+                f"{self.settings.replay_window_s:g}) now starts at frame {oldest}",
+            )
+        if problem is None:
+            try:
+                pre_skip = self._configure(
+                    meta.engine, meta.voice, meta.language, meta.speed, meta.output
+                )
+            except p.ProtocolError as exc:
+                problem = (exc.code, exc.message)
+        if problem is not None:
+            await self._fail(*problem, CLOSE_POLICY)
+            return
+        self.session_id = snap.session_id
+        self.log = log.bind(session_id=self.session_id)
+        self.resumed = True
+        self.state.metrics.resumes.inc()
+        if snap.carry:  # the start of the next frame, cut at the last chunk's end
+            self.pipeline.carry_in(np.frombuffer(snap.carry, dtype=np.float32))
+        self._carry = snap.carry
+        self.frames_sent = first
+        self.segments = self._seg_committed = snap.segments
+        self.chars_in = len(snap.text)
+        self.marks_in = len(snap.marks)
+        self._open_journal(store, snap.frames)
+        self._begin(
+            meta.engine,
+            pre_skip,
+            self._mint_token(),
+            resumed=True,
+            next_frame=first,
+            chars_accepted=len(snap.text),
+        )
+        for f in frames:
+            if f.message:
+                self.outbox.put_message(f.message, droppable=True)
+            self.outbox.put_frame(f.audio)
+        self.state.metrics.frames_replayed.inc(len(frames))
+        pos = snap.done_chars
+        for offset, kind in snap.marks[snap.marks_done :]:
+            self._submit_chunks(self.chunker.push(snap.text[pos:offset]))
+            pos = offset
+            if kind == "end":
+                self.ending = True
+            self._submit_chunks(self.chunker.flush())
+            self._submit_marker(kind)
+        self._submit_chunks(self.chunker.push(snap.text[pos:]))
+        if snap.finished:
+            self.ending = True
+            self.outbox.put_message(p.Done(frames=0))
+            self.close_after_drain = (CLOSE_NORMAL, "done")
+        self._has_items.set()
         self.log.info(
-            "session_start",
-            engine=engine_name,
-            voice=voice,
-            output=msgspec.to_builtins(self.output),
+            "session_resumed",
+            from_frame=first,
+            replayed=len(frames),
+            epoch=snap.epoch,
+            pending_chars=len(snap.text) - snap.done_chars,
         )
 
     def _text(self, text: str) -> None:
@@ -319,6 +573,8 @@ class Session:
                 "was dropped — send less at once or wait for audio",
             )
         self.chars_in += len(text)
+        if self.journal is not None and text:
+            self.journal.text(text)
         self._submit_chunks(self.chunker.push(text))
 
     def _submit_chunks(self, chunks: list[str]) -> None:
@@ -352,6 +608,8 @@ class Session:
     def _cancel(self) -> None:
         self._drop_work()
         self.chunker.clear()
+        if self.journal is not None:  # the dropped text and unsent frames go from it too
+            self.journal.cancel(self.frames_sent, self.chars_in, self.marks_in)
         self._put(p.Cancelled())
 
     def _drop_work(self) -> None:
@@ -365,6 +623,7 @@ class Session:
         self._first_chunk_t0.clear()
         self._ttfa_t0 = None
         self.over_limit_since = None
+        self._uncommitted = []
 
     # ------------------------------------------------------------------ engine output
 
@@ -374,6 +633,48 @@ class Session:
     def deliver(self, generation: int, items: list[Output]) -> None:
         if generation != self.generation or self.closing:
             return  # late output of cancelled work
+        j = self.journal
+        if j is None or j.broken:
+            self._release(generation, items)
+            return
+        # Resume: a chunk's frames are journaled whole, then sent (see server/state/sessions).
+        self._uncommitted.extend(items)
+        if not any(isinstance(i, ChunkDone | UtteranceDone | EngineFailed) for i in items):
+            return
+        batch, self._uncommitted = self._uncommitted, []
+        j.commit(self._commit_of(batch, j.frames), lambda: self._release(generation, batch))
+
+    def _commit_of(self, batch: list[Output], n: int) -> Commit:
+        frames: list[StoredFrame] = []
+        message = ""
+        c = Commit(frames=frames)
+        for item in batch:
+            if isinstance(item, bytes):
+                frames.append(StoredFrame(n, item, message))
+                n += 1
+                message = ""
+            elif isinstance(item, SegmentStart):
+                message = p.encode_server_message(
+                    p.Segment(index=item.index, text=item.text, first_frame=n)
+                )
+            elif isinstance(item, ChunkDone):
+                c.chars += item.chars
+                self._carry = item.carry
+                self._seg_committed = max(self._seg_committed, item.index + 1)
+            elif isinstance(item, UtteranceDone):
+                c.marks += 1
+                c.finished = c.finished or item.marker == "end"
+                self._carry = b""
+            elif isinstance(item, EngineFailed) and item.retry is None:
+                c.chars += item.chars  # that text is given up on
+        c.carry = self._carry
+        c.segments = self._seg_committed
+        return c
+
+    def _release(self, generation: int, items: list[Output]) -> None:
+        """Engine output whose frames may now be sent."""
+        if generation != self.generation or self.closing:
+            return
         for item in items:
             if isinstance(item, bytes):
                 self.outbox.put_frame(item)
@@ -464,10 +765,12 @@ class Session:
         self.outbox.put_message(p.encode_server_message(msg))
         self._has_items.set()
 
-    def _error(self, code: str, message: str, fatal: bool = False) -> None:
+    def _error(
+        self, code: str, message: str, fatal: bool = False, resume: p.ResumeHint | None = None
+    ) -> None:
         self.state.metrics.errors.labels(code).inc()
         self.log.info("client_error", code=code, message=message, fatal=fatal)
-        self._put(p.Error(code=code, message=message, fatal=fatal))
+        self._put(p.Error(code=code, message=message, fatal=fatal, resume=resume))
 
     async def _sender(self) -> None:
         ws = self.ws
@@ -486,8 +789,9 @@ class Session:
                     continue
                 is_frame, item = outbox.pop()
                 if is_frame:
-                    await ws.send_bytes(item)
+                    # Counted before the send: a cancel during it must not reuse the number.
                     self.frames_sent += 1
+                    await ws.send_bytes(item)
                     self.audio_s_sent += frame_s
                     metrics.frames_sent.inc()
                     metrics.audio_seconds.inc(frame_s)
@@ -528,7 +832,9 @@ class Session:
                     self.ws.close(code, reason), timeout or self.settings.close_grace_s
                 )
 
-    async def _fail(self, code: str, message: str, close_code: int) -> None:
+    async def _fail(
+        self, code: str, message: str, close_code: int, resume: p.ResumeHint | None = None
+    ) -> None:
         """A fatal error: say what was wrong, then close with ``close_code``."""
         if self.closing:
             return
@@ -545,7 +851,9 @@ class Session:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 self.ws.send_text(
-                    p.encode_server_message(p.Error(code=code, message=message, fatal=True))
+                    p.encode_server_message(
+                        p.Error(code=code, message=message, fatal=True, resume=resume)
+                    )
                 ),
                 self.settings.close_grace_s,
             )
@@ -571,21 +879,28 @@ class Session:
 
     def _drain_close(self) -> None:
         self.ending = True  # no more text: this node is going away
-        self._error("server_draining", DRAIN_MESSAGE, fatal=True)
+        self._error("server_draining", DRAIN_MESSAGE, fatal=True, resume=self.resume_hint())
         self.close_after_drain = (CLOSE_SERVICE_RESTART, "server draining")
 
     async def drain_now(self) -> None:
         """The grace period is over: close whatever is still running."""
-        await self._fail("server_draining", DRAIN_MESSAGE, CLOSE_SERVICE_RESTART)
+        await self._fail(
+            "server_draining", DRAIN_MESSAGE, CLOSE_SERVICE_RESTART, self.resume_hint()
+        )
 
     # ------------------------------------------------------------------ watchdog
 
     async def _watchdog(self) -> None:
         s = self.settings
         refresh_at = time.monotonic() + _SLOT_REFRESH_S
+        heartbeat_s = min(_HEARTBEAT_S, s.resume_window_s / 3)
+        heartbeat_at = time.monotonic() + heartbeat_s
         while True:
             await asyncio.sleep(_WATCHDOG_PERIOD_S)
             now = time.monotonic()
+            if self.journal is not None and now >= heartbeat_at:
+                heartbeat_at = now + heartbeat_s
+                await self.journal.heartbeat()
             if self.key_id is not None and now >= refresh_at:
                 refresh_at = now + _SLOT_REFRESH_S
                 with contextlib.suppress(RedisError, OSError):
@@ -639,6 +954,7 @@ class Session:
             chars=self.chars_in,
             segments=self.segments,
             frames_sent=self.frames_sent,
+            resumed=self.resumed,
             audio_s=round(self.audio_s_sent, 3),
             peak_unsent_audio_s=round(self.peak_unsent_s, 3),
             close_code=self.close_code,

@@ -236,35 +236,53 @@ async def speech(request: Request) -> Response:
             + ", ".join(ids + sorted(OPENAI_VOICES)),
             param="voice",
         )
+    kid, slot, refused = await admit(state, request, len(req.input))
+    if refused is not None:
+        return refused
+    return stream_speech(state, engine, voice, req, kid, slot)
+
+
+async def admit(
+    state: AppState, request: Request, chars: int
+) -> tuple[str | None, str, Response | None]:
+    """The per-key limits of one speech request: (key id, session slot, refusal)."""
     kid = key_of(request.scope)
     slot = "http-" + uuid.uuid4().hex
     if kid is not None:
         try:
-            over = await state.limits.chars(kid, len(req.input)) or await state.limits.acquire(
-                kid, slot
-            )
+            over = await state.limits.chars(kid, chars) or await state.limits.acquire(kid, slot)
         except (RedisError, OSError):
-            return error_response(
-                503,
-                "the shared state store (Redis) is not reachable; retry shortly",
-                "server_error",
-                code="state_unavailable",
+            return (
+                kid,
+                slot,
+                error_response(
+                    503,
+                    "the shared state store (Redis) is not reachable; retry shortly",
+                    "server_error",
+                    code="state_unavailable",
+                ),
             )
         if over is not None:
             state.metrics.errors.labels("limit_exceeded").inc()
-            return error_response(
-                429,
-                over.message(),
-                "rate_limit_error",
-                code=over.limit,
-                headers={"Retry-After": str(over.retry_after_s)},
+            return (
+                kid,
+                slot,
+                error_response(
+                    429,
+                    over.message(),
+                    "rate_limit_error",
+                    code=over.limit,
+                    headers={"Retry-After": str(over.retry_after_s)},
+                ),
             )
-    return _stream(state, engine, voice, req, kid, slot)
+    return kid, slot, None
 
 
-def _stream(
+def stream_speech(
     state: AppState, engine: str, voice: str, req: SpeechRequest, kid: str | None, slot: str
 ) -> Response:
+    """Synthesize ``req.input`` and stream it in ``req.response_format``; releases the
+    key's session ``slot`` when done (also used by the voice preview)."""
     worker = state.workers[engine]
     encoder = file_encoder(req.response_format)
     owner = _Request(worker, encoder.sample_rate)

@@ -64,6 +64,9 @@ class ChunkDone:
     engine_first_s: float | None
     engine_s: float
     audio_s: float
+    # The framer's remainder after the chunk (float32 at the output rate): the start of
+    # the next frame, journaled so a node that takes the session over continues from it.
+    carry: bytes = b""
 
 
 @dataclass(slots=True)
@@ -80,6 +83,7 @@ class EngineFailed:
     # Set by an engine that failed over (F5): the work to run on another engine instead.
     # The session may take the rest of its queue with ``take`` and move to its fallback.
     retry: list[Job] | None = None
+    chars: int = 0  # text of the failed chunk, given up on (no retry)
 
 
 Output = bytes | SegmentStart | ChunkDone | UtteranceDone | EngineFailed
@@ -314,7 +318,8 @@ class EngineWorker:
             paused = await loop.run_in_executor(self._executor, self._run_blocking, job, loop)
         except Exception as exc:  # never let one job take the worker down
             log.exception("job_failed", session_id=job.owner.session_id, error=repr(exc))
-            job.owner.deliver(job.generation, [EngineFailed("engine_error", str(exc))])
+            chars = len(job.text) if job.kind == "chunk" else 0
+            job.owner.deliver(job.generation, [EngineFailed("engine_error", str(exc), chars=chars)])
         finally:
             self._running_jobs = [j for j in self._running_jobs if j is not job]
             self._busy.discard(job.owner.session_id)
@@ -396,7 +401,7 @@ class EngineWorker:
                 if job.yield_requested:
                     break
         except EngineError as exc:
-            send([EngineFailed(exc.code, exc.message)])
+            send([EngineFailed(exc.code, exc.message, chars=len(job.text))])
             return False
         if not live():
             return False
@@ -414,6 +419,7 @@ class EngineWorker:
                 r.first_s,
                 r.active_s,
                 r.audio_n / float(self.engine.sample_rate),
+                pipe.carry_out(),
             )
         )
         send(r.pending)

@@ -47,6 +47,10 @@ class Framer:
         self._pending = rest
         return frames
 
+    def remainder(self) -> npt.NDArray[np.float32]:
+        """A copy of the held samples (fewer than a frame)."""
+        return self._buf[: self._pending].copy()
+
     def finish(self, min_pad: int = 0) -> npt.NDArray[np.float32]:
         """Zero-pad the remainder into whole frames and return them.
 

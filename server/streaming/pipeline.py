@@ -105,6 +105,16 @@ class AudioPipeline:
         self.end_trim = max(0, frames.size - pending - lookahead)
         return packets
 
+    def carry_out(self) -> bytes:
+        """Between chunks: the samples waiting for the next frame (float32 bytes)."""
+        return self._framer.remainder().tobytes()
+
+    def carry_in(self, samples: npt.NDArray[np.float32]) -> None:
+        """A new pipeline continues another's stream: start from its ``carry_out``."""
+        if samples.size >= self._framer.frame_samples:
+            raise ValueError(f"carry of {samples.size} samples is a frame or more")
+        self._framer.push(samples)
+
     def reset(self) -> None:
         """Barge-in: drop all buffered audio and the encoder's signal history."""
         self._held = _EMPTY

@@ -516,6 +516,7 @@ class BatchedEngineWorker(EngineWorker):
                     act.first_s,
                     act.engine_s,
                     act.audio_n / float(self.f5.sample_rate),
+                    pipe.carry_out(),
                 )
             )
         return pending
@@ -539,6 +540,7 @@ class BatchedEngineWorker(EngineWorker):
                     act.first_s,
                     act.engine_s,
                     act.audio_n / float(self.f5.sample_rate),
+                    pipe.carry_out(),
                 )
             )
             retry = act.rest()

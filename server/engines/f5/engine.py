@@ -34,10 +34,17 @@ from server.engines.f5.policy import (
     trim_trailing_silence,
 )
 from server.engines.f5.registry import ModelRegistry, read_registry
-from server.engines.f5.voices import F5Voice, VoiceError, builtin_voices, scan_voices_dir
+from server.engines.f5.voices import (
+    F5Voice,
+    VoiceError,
+    builtin_voices,
+    prepare_reference,
+    scan_voices_dir,
+)
 
 if TYPE_CHECKING:
     from server.config import Settings
+    from server.state.voices import VoiceCache
 
 log = structlog.get_logger("voxwire.f5")
 
@@ -84,6 +91,15 @@ class F5Options(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+@dataclass(slots=True, frozen=True)
+class PreparedVoice:
+    """An uploaded voice ready to speak: the prepared reference and its mel (frames,
+    mels) on the engine's device, computed once."""
+
+    voice: F5Voice
+    mel: Any
+
+
 @dataclass(slots=True)
 class GenRequest:
     """One piece of one session's text, a row of a batch."""
@@ -113,6 +129,10 @@ class F5Engine:
         )
         self._voices: dict[str, F5Voice] = {}
         self._mels: dict[str, Any] = {}  # voice id -> reference mel (frames, 100) on the device
+        self._mel_spec: Any = None
+        # Uploaded voices (issue 4), installed by the app: a bounded LRU that the voices
+        # registry fills from the shared store and that delete notices evict.
+        self.uploaded: VoiceCache[PreparedVoice] | None = None
         self._vocos: Any = None
         self._default_voice = ""
         self._loaded = False
@@ -207,7 +227,7 @@ class F5Engine:
                 )
         if not voices:
             raise VoiceError("no F5 voice: add <id>.wav + <id>.txt files to f5_voices_dir")
-        mel_spec = MelSpec(**MEL).to(self.device)
+        mel_spec = self._mel_spec = MelSpec(**MEL).to(self.device)
         for v in voices:
             if v.id in self._voices:
                 raise VoiceError(f"two F5 voices are named {v.id!r}")
@@ -239,17 +259,58 @@ class F5Engine:
         )
 
     def voices(self) -> list[VoiceInfo]:
+        """Built-in and configured voices, then the uploaded voices this node has ready."""
+        uploaded = [p.voice for p in self.uploaded.values()] if self.uploaded else []
         return [
             VoiceInfo(
                 id=v.id,
-                name=v.id,
+                name=v.name or v.id,
                 engine=self.name,
                 language=v.language,
                 sample_rate=self.sample_rate,
                 builtin=v.builtin,
             )
-            for v in self._voices.values()
+            for v in [*self._voices.values(), *(u for u in uploaded if u.id not in self._voices)]
         ]
+
+    def prepare_uploaded(
+        self, voice_id: str, name: str, language: str, transcript: str, audio: Audio
+    ) -> PreparedVoice:
+        """An uploaded reference (mono float32 at 24 kHz) made ready to speak: F5's
+        preparation, then its mel on the device. Blocks (run it on a thread); raises
+        VoiceError when the reference cannot be used, EngineError before ``load``."""
+        import torch
+
+        if not self._loaded or self._mel_spec is None:
+            raise EngineError("not_ready", "the f5 engine is not loaded yet")
+        if language not in self.registry.languages:
+            raise VoiceError(
+                f"voice {voice_id!r} is {language!r}, which no F5 model speaks "
+                f"({', '.join(self.registry.languages)})"
+            )
+        ref, text, gain, clipped = prepare_reference(audio, SAMPLE_RATE, transcript, voice_id)
+        voice = F5Voice(
+            id=voice_id,
+            language=language,
+            text=text,
+            audio=ref,
+            gain=gain,
+            clipped_from_s=clipped,
+            name=name,
+        )
+        wave = torch.from_numpy(ref).to(self.device)[None]
+        with torch.inference_mode():
+            mel = self._mel_spec(wave)[0].transpose(0, 1).contiguous()
+        return PreparedVoice(voice, mel)
+
+    def _prepared(self, voice: str) -> tuple[F5Voice, Any]:
+        v = self._voices.get(voice)
+        if v is not None:
+            return v, self._mels[voice]
+        p = self.uploaded.get(voice) if self.uploaded is not None else None
+        if p is None:
+            raise EngineError("unknown_voice", f"f5 has no voice {voice!r}")
+        return p.voice, p.mel
 
     def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
         """Unbatched: the pieces of ``text`` one after another, cross-faded."""
@@ -266,10 +327,7 @@ class F5Engine:
     # ------------------------------------------------------------------ batching
 
     def voice(self, voice: str) -> F5Voice:
-        v = self._voices.get(voice)
-        if v is None:
-            raise EngineError("unknown_voice", f"f5 has no voice {voice!r}")
-        return v
+        return self._prepared(voice)[0]
 
     def model_key(self, voice: str) -> str:
         v = self.voice(voice)
@@ -286,8 +344,8 @@ class F5Engine:
         """Total frames (reference + output) of each request, by F5's duration rule."""
         out = []
         for r in reqs:
-            v = self.voice(r.voice)
-            ref_frames = int(self._mels[r.voice].shape[0])
+            v, mel = self._prepared(r.voice)
+            ref_frames = int(mel.shape[0])
             out.append(
                 duration_frames(ref_frames, v.text_bytes, nbytes(r.text), r.speed, self.policy)
             )
@@ -302,10 +360,15 @@ class F5Engine:
 
         vocos = self._vocoder()
         model = self.registry.get(key)
-        voices = [self.voice(r.voice) for r in reqs]
-        mels = [self._mels[r.voice] for r in reqs]
+        # One look-up per request: an uploaded voice evicted meanwhile stays usable here.
+        prepared = [self._prepared(r.voice) for r in reqs]
+        voices = [v for v, _ in prepared]
+        mels = [m for _, m in prepared]
         lens = [int(m.shape[0]) for m in mels]
-        durs = self.durations(reqs)
+        durs = [
+            duration_frames(n, v.text_bytes, nbytes(r.text), r.speed, self.policy)
+            for n, v, r in zip(lens, voices, reqs, strict=True)
+        ]
         # Input text is the reference transcript followed by the new text, as F5 was trained.
         texts = convert_char_to_pinyin([v.text + r.text for v, r in zip(voices, reqs, strict=True)])
         dev = self.device

@@ -53,6 +53,7 @@ class F5Voice:
     gain: float  # generated audio is multiplied by this (undoes the normalisation)
     builtin: bool = False
     clipped_from_s: float | None = None  # original length when the reference was clipped
+    name: str = ""  # shown in voice lists; the id when empty
 
     @property
     def seconds(self) -> float:

@@ -1,0 +1,493 @@
+"""Session state for resume: a record, the text it accepted, and its recent frames.
+
+A session is journaled as it runs so that a client whose connection dropped can
+resume it on any node: the record (its settings, counters and owner), the text it
+accepted (appended as it arrives), its flush/end marks (with their text offsets),
+and a bounded replay window of the encoded frames it committed.
+
+Frames are committed a whole text chunk at a time, before any of them is sent, in
+one atomic step with the counters (``commit``). So the state in the store always
+sits on a chunk boundary: the frames of chunks ``< k`` are there, and the text from
+``done_chars`` on is still to be synthesized. A node that takes a session over
+replays the window and synthesizes the rest; no frame is lost or repeated, even
+when the old node died mid-chunk (the engines are not deterministic, so half a
+chunk could not be regenerated to match).
+
+Every write names the writer (``owner``, one per attachment of a session to a
+connection). ``takeover`` gives the session a new owner; the old one's writes are
+then refused (``moved``), which is how a node learns the session went elsewhere.
+
+Two implementations with the same behaviour: ``RedisSessionStore`` (one Lua script
+per write, so a write is all-or-nothing even if the node dies in it) and
+``MemorySessionStore`` (one process: resume on the same node).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import msgspec
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+Fence = Literal["ok", "moved", "gone"]
+
+
+class ResumeUnavailable(Exception):
+    """The session's journal was broken (the store failed while it ran)."""
+
+
+class StoredFrame(msgspec.Struct, array_like=True):
+    n: int  # frame number: the n-th binary message of the session
+    audio: bytes
+    message: str  # a text message sent just before the frame ("" for none)
+
+
+class Commit(msgspec.Struct, kw_only=True):
+    """One chunk's (or one flush/end mark's) output, made durable at once."""
+
+    frames: list[StoredFrame]  # numbered from the record's ``frames`` on
+    chars: int = 0  # accepted text this finishes (chunk spans are contiguous)
+    marks: int = 0  # flush/end marks this finishes
+    finished: bool = False  # the end mark: the session's audio is complete
+    carry: bytes = b""  # framer remainder (float32 samples at the output rate)
+    segments: int = 0  # next segment index
+
+
+class Snapshot(msgspec.Struct, kw_only=True):
+    """What a node taking a session over needs."""
+
+    session_id: str
+    meta: bytes  # the session's resolved settings (JSON, written by the session)
+    epoch: int  # how many times the session was taken over
+    frames: int  # frames committed
+    acked: int  # last frame the client acknowledged (-1: none)
+    done_chars: int  # accepted text already synthesized (or dropped by a cancel)
+    marks_done: int
+    finished: bool
+    carry: bytes
+    segments: int
+    text: str  # every character accepted, from the start
+    marks: list[tuple[int, str]]  # (text offset, "flush" | "end"), from the start
+
+
+class SessionStore(Protocol):
+    ttl_s: float
+
+    async def create(self, session_id: str, owner: str, meta: bytes, replay_frames: int) -> None:
+        """A new session; its replay window holds its newest ``replay_frames`` frames."""
+        ...
+
+    async def append_text(self, session_id: str, owner: str, text: str) -> Fence: ...
+
+    async def add_mark(self, session_id: str, owner: str, offset: int, kind: str) -> Fence: ...
+
+    async def commit(self, session_id: str, owner: str, c: Commit) -> Fence: ...
+
+    async def cancel(
+        self, session_id: str, owner: str, sent: int, chars: int, marks: int
+    ) -> Fence: ...
+
+    async def ack(self, session_id: str, owner: str, frame: int) -> Fence: ...
+
+    async def heartbeat(self, session_id: str, owner: str) -> Fence: ...
+
+    async def poison(self, session_id: str, owner: str) -> None: ...
+
+    async def delete(self, session_id: str, owner: str) -> None: ...
+
+    async def takeover(self, session_id: str, owner: str) -> Snapshot | None:
+        """Make ``owner`` the session's writer; None if it does not exist (any more)."""
+        ...
+
+    async def frames_from(self, session_id: str, first: int) -> list[StoredFrame]:
+        """The committed frames numbered ``first`` and later that the window still holds."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+# ---------------------------------------------------------------- memory
+
+
+@dataclass(slots=True)
+class _Mem:
+    meta: bytes
+    owner: str
+    expires: float
+    window: deque[StoredFrame]
+    epoch: int = 0
+    frames: int = 0
+    acked: int = -1
+    done_chars: int = 0
+    marks_done: int = 0
+    finished: bool = False
+    broken: bool = False
+    carry: bytes = b""
+    segments: int = 0
+    text: list[str] = field(default_factory=list)
+    marks: list[tuple[int, str]] = field(default_factory=list)
+
+
+class MemorySessionStore:
+    """One process's sessions (the embedded default): resume on the same node."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._s: dict[str, _Mem] = {}
+        self._next_sweep = 0.0
+
+    def _get(self, sid: str) -> _Mem | None:
+        now = time.monotonic()
+        if now >= self._next_sweep:  # expired sessions go away even if never touched again
+            self._next_sweep = now + 1.0
+            for k in [k for k, v in self._s.items() if v.expires <= now]:
+                del self._s[k]
+        s = self._s.get(sid)
+        if s is not None and s.expires <= now:
+            del self._s[sid]
+            return None
+        return s
+
+    def _fenced(self, sid: str, owner: str) -> tuple[Fence, _Mem | None]:
+        s = self._get(sid)
+        if s is None:
+            return "gone", None
+        if s.owner != owner:
+            return "moved", None
+        s.expires = time.monotonic() + self.ttl_s
+        return "ok", s
+
+    async def create(self, session_id: str, owner: str, meta: bytes, replay_frames: int) -> None:
+        self._s[session_id] = _Mem(
+            meta=meta,
+            owner=owner,
+            expires=time.monotonic() + self.ttl_s,
+            window=deque(maxlen=replay_frames),
+        )
+
+    async def append_text(self, session_id: str, owner: str, text: str) -> Fence:
+        f, s = self._fenced(session_id, owner)
+        if s is not None:
+            s.text.append(text)
+        return f
+
+    async def add_mark(self, session_id: str, owner: str, offset: int, kind: str) -> Fence:
+        f, s = self._fenced(session_id, owner)
+        if s is not None:
+            s.marks.append((offset, kind))
+        return f
+
+    async def commit(self, session_id: str, owner: str, c: Commit) -> Fence:
+        f, s = self._fenced(session_id, owner)
+        if s is not None:
+            for fr in c.frames:
+                s.window.append(StoredFrame(s.frames, fr.audio, fr.message))
+                s.frames += 1
+            s.done_chars += c.chars
+            s.marks_done += c.marks
+            s.finished = s.finished or c.finished
+            s.carry = c.carry
+            s.segments = c.segments
+        return f
+
+    async def cancel(self, session_id: str, owner: str, sent: int, chars: int, marks: int) -> Fence:
+        f, s = self._fenced(session_id, owner)
+        if s is not None:
+            while s.window and s.window[-1].n >= sent:
+                s.window.pop()
+            s.frames = min(s.frames, sent)
+            s.done_chars = chars
+            s.marks_done = marks
+            s.carry = b""
+        return f
+
+    async def ack(self, session_id: str, owner: str, frame: int) -> Fence:
+        f, s = self._fenced(session_id, owner)
+        if s is not None:
+            s.acked = max(s.acked, frame)
+        return f
+
+    async def heartbeat(self, session_id: str, owner: str) -> Fence:
+        return self._fenced(session_id, owner)[0]
+
+    async def poison(self, session_id: str, owner: str) -> None:
+        _, s = self._fenced(session_id, owner)
+        if s is not None:
+            s.broken = True
+
+    async def delete(self, session_id: str, owner: str) -> None:
+        f, _ = self._fenced(session_id, owner)
+        if f == "ok":
+            del self._s[session_id]
+
+    async def takeover(self, session_id: str, owner: str) -> Snapshot | None:
+        s = self._get(session_id)
+        if s is None:
+            return None
+        if s.broken:
+            raise ResumeUnavailable(session_id)
+        s.owner = owner
+        s.epoch += 1
+        s.expires = time.monotonic() + self.ttl_s
+        return Snapshot(
+            session_id=session_id,
+            meta=s.meta,
+            epoch=s.epoch,
+            frames=s.frames,
+            acked=s.acked,
+            done_chars=s.done_chars,
+            marks_done=s.marks_done,
+            finished=s.finished,
+            carry=s.carry,
+            segments=s.segments,
+            text="".join(s.text),
+            marks=list(s.marks),
+        )
+
+    async def frames_from(self, session_id: str, first: int) -> list[StoredFrame]:
+        s = self._get(session_id)
+        return [] if s is None else [f for f in s.window if f.n >= first]
+
+    async def ping(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------- Redis
+
+# KEYS: record hash, text string, marks list, frames stream. ARGV[1]: owner, ARGV[2]: ttl ms.
+_FENCE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return 'gone' end
+if owner ~= ARGV[1] then return 'moved' end
+local function touch()
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+"""
+
+_CREATE = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'meta', ARGV[3], 'maxlen', ARGV[4],
+  'epoch', 0, 'frames', 0,
+  'acked', -1, 'done_chars', 0, 'marks_done', 0, 'finished', 0, 'carry', '', 'segments', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 'ok'
+"""
+
+_APPEND = (
+    _FENCE
+    + """
+redis.call('APPEND', KEYS[2], ARGV[3])
+touch()
+return 'ok'
+"""
+)
+
+_MARK = (
+    _FENCE
+    + """
+redis.call('RPUSH', KEYS[3], ARGV[3])
+touch()
+return 'ok'
+"""
+)
+
+# ARGV[3..8]: (unused), chars, marks, finished, carry, segments; then (message, audio) pairs.
+_COMMIT = (
+    _FENCE
+    + """
+local n = tonumber(redis.call('HGET', KEYS[1], 'frames'))
+local maxlen = redis.call('HGET', KEYS[1], 'maxlen')
+for i = 9, #ARGV, 2 do
+  if ARGV[i] == '' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'n', n, 'a', ARGV[i + 1])
+  else
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'n', n, 'a', ARGV[i + 1],
+      'm', ARGV[i])
+  end
+  n = n + 1
+end
+redis.call('HSET', KEYS[1], 'frames', n, 'carry', ARGV[7], 'segments', ARGV[8])
+redis.call('HINCRBY', KEYS[1], 'done_chars', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'marks_done', ARGV[5])
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'finished', 1) end
+touch()
+return 'ok'
+"""
+)
+
+# ARGV[3..5]: frames sent, characters and marks accepted (all of them are dropped).
+# Frames committed but never sent are deleted: the next chunk's frames take their numbers.
+_CANCEL = (
+    _FENCE
+    + """
+local sent = tonumber(ARGV[3])
+local more = true
+while more do
+  local tail = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 100)
+  if #tail == 0 then break end
+  for _, e in ipairs(tail) do
+    local f = e[2]
+    local n = -1
+    for j = 1, #f, 2 do if f[j] == 'n' then n = tonumber(f[j + 1]) end end
+    if n < sent then more = false; break end
+    redis.call('XDEL', KEYS[4], e[1])
+  end
+end
+local frames = tonumber(redis.call('HGET', KEYS[1], 'frames'))
+if sent < frames then redis.call('HSET', KEYS[1], 'frames', sent) end
+redis.call('HSET', KEYS[1], 'done_chars', ARGV[4], 'marks_done', ARGV[5], 'carry', '')
+touch()
+return 'ok'
+"""
+)
+
+_ACK = (
+    _FENCE
+    + """
+if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[1], 'acked')) then
+  redis.call('HSET', KEYS[1], 'acked', ARGV[3])
+end
+touch()
+return 'ok'
+"""
+)
+
+_HEARTBEAT = _FENCE + "\ntouch()\nreturn 'ok'\n"
+
+_POISON = _FENCE + "\nredis.call('HSET', KEYS[1], 'broken', 1)\nreturn 'ok'\n"
+
+_DELETE = _FENCE + "\nredis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])\nreturn 'ok'\n"
+
+_TAKEOVER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('HGET', KEYS[1], 'broken') then return 'broken' end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return {redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[2]) or '',
+  redis.call('LRANGE', KEYS[3], 0, -1)}
+"""
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class RedisSessionStore:
+    """Sessions in Redis, shared by every node; each write is one Lua script."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_s: float) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        reg = redis.register_script
+        self._create = reg(_CREATE)
+        self._append = reg(_APPEND)
+        self._mark = reg(_MARK)
+        self._commit = reg(_COMMIT)
+        self._cancel = reg(_CANCEL)
+        self._ack = reg(_ACK)
+        self._heartbeat = reg(_HEARTBEAT)
+        self._poison = reg(_POISON)
+        self._delete = reg(_DELETE)
+        self._takeover = reg(_TAKEOVER)
+
+    def keys(self, sid: str) -> list[str]:
+        base = f"{self.prefix}session:{sid}"
+        return [base, base + ":text", base + ":marks", base + ":frames"]
+
+    async def _fenced(self, script: object, sid: str, owner: str, *args: object) -> Fence:
+        r = await script(keys=self.keys(sid), args=[owner, self._ttl_ms, *args])  # type: ignore[operator]
+        out: Fence = _s(r)  # type: ignore[assignment]
+        return out
+
+    async def create(self, session_id: str, owner: str, meta: bytes, replay_frames: int) -> None:
+        await self._create(
+            keys=self.keys(session_id), args=[owner, self._ttl_ms, meta, replay_frames]
+        )
+
+    async def append_text(self, session_id: str, owner: str, text: str) -> Fence:
+        return await self._fenced(self._append, session_id, owner, text)
+
+    async def add_mark(self, session_id: str, owner: str, offset: int, kind: str) -> Fence:
+        return await self._fenced(self._mark, session_id, owner, f"{offset}:{kind}")
+
+    async def commit(self, session_id: str, owner: str, c: Commit) -> Fence:
+        args: list[object] = [
+            0,
+            c.chars,
+            c.marks,
+            1 if c.finished else 0,
+            c.carry,
+            c.segments,
+        ]
+        for f in c.frames:
+            args += [f.message, f.audio]
+        return await self._fenced(self._commit, session_id, owner, *args)
+
+    async def cancel(self, session_id: str, owner: str, sent: int, chars: int, marks: int) -> Fence:
+        return await self._fenced(self._cancel, session_id, owner, sent, chars, marks)
+
+    async def ack(self, session_id: str, owner: str, frame: int) -> Fence:
+        return await self._fenced(self._ack, session_id, owner, frame)
+
+    async def heartbeat(self, session_id: str, owner: str) -> Fence:
+        return await self._fenced(self._heartbeat, session_id, owner)
+
+    async def poison(self, session_id: str, owner: str) -> None:
+        await self._fenced(self._poison, session_id, owner)
+
+    async def delete(self, session_id: str, owner: str) -> None:
+        await self._fenced(self._delete, session_id, owner)
+
+    async def takeover(self, session_id: str, owner: str) -> Snapshot | None:
+        r = await self._takeover(keys=self.keys(session_id), args=[owner, self._ttl_ms])
+        if r is None:
+            return None
+        if not isinstance(r, list):
+            raise ResumeUnavailable(session_id)
+        flat, text, marks = r
+        h = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+        def num(k: str) -> int:
+            return int(h[k])
+
+        parsed: list[tuple[int, str]] = []
+        for m in marks:
+            off, kind = _s(m).split(":", 1)
+            parsed.append((int(off), kind))
+        return Snapshot(
+            session_id=session_id,
+            meta=bytes(h["meta"]),
+            epoch=num("epoch"),
+            frames=num("frames"),
+            acked=num("acked"),
+            done_chars=num("done_chars"),
+            marks_done=num("marks_done"),
+            finished=num("finished") == 1,
+            carry=bytes(h["carry"]),
+            segments=num("segments"),
+            text=_s(text),
+            marks=parsed,
+        )
+
+    async def frames_from(self, session_id: str, first: int) -> list[StoredFrame]:
+        out: list[StoredFrame] = []
+        entries = await self.redis.xrange(self.keys(session_id)[3]) or []
+        for _id, f in entries:
+            assert f is not None
+            n = int(f[b"n"])
+            if n >= first:
+                audio = f[b"a"]
+                assert isinstance(audio, bytes)
+                out.append(StoredFrame(n, audio, _s(f.get(b"m", b""))))
+        return out
+
+    async def ping(self) -> None:
+        await self.redis.ping()

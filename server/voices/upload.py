@@ -1,0 +1,360 @@
+"""Checking an uploaded voice, without I/O: bytes and form fields in, a mono float32
+reference at 24 kHz out, or an ``UploadError`` that names what was wrong.
+
+The container is whatever FFmpeg (PyAV) finds in the bytes; the file name and the
+content type the client sent are never trusted. Accepted: WAV (PCM), FLAC, MP3, Ogg
+(Opus or Vorbis) and WebM/Matroska with Opus or Vorbis (what browsers' MediaRecorder
+makes). Anything else is a 415 naming these.
+
+Loudness. References arrive at any level: a laptop microphone in a browser is often
+30 dB quieter than a mastered file. The reference is therefore scaled so that its
+speech (10 ms windows within 30 dB of the loudest, i.e. pauses left out) has an RMS of
+``target_dbfs`` (-20 dBFS by default), with the gain capped so no peak rises above
+``peak_dbfs`` (-1 dBFS): a plain gain, no compressor, so nothing is distorted. F5's own
+preparation RMS-normalises a quiet reference up to 0.1 (-20 dBFS over the whole clip)
+and then scales everything it generates back down by the same factor; without this
+step a quiet upload would speak quietly forever. With it, every uploaded voice speaks
+at about the same level, and the stored 16-bit audio uses its range well.
+
+Decoding stops as soon as the audio is longer than the limit allows, so a small
+file that expands to hours (a FLAC of silence) costs no more than ``max_s`` of work.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Audio = npt.NDArray[np.float32]
+
+SAMPLE_RATE = 24000  # F5's rate: the reference is stored at it
+# What the demo page offers in its file picker, and what error messages name.
+FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "webm")
+FORMATS_TEXT = "WAV (PCM), FLAC, MP3, Ogg (Opus or Vorbis) and WebM (Opus or Vorbis)"
+# FFmpeg demuxer name -> codecs accepted inside it.
+_ACCEPTED: dict[str, tuple[str, ...]] = {
+    "wav": ("pcm_",),
+    "flac": ("flac",),
+    "mp3": ("mp3", "mp3float"),
+    "ogg": ("opus", "vorbis"),
+    "matroska,webm": ("opus", "vorbis"),
+}
+_KIND = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3", "ogg": "Ogg", "matroska,webm": "WebM"}
+_WIN_S = 0.01
+_SPEECH_RANGE_DB = 30.0  # windows this far below the loudest are pauses, not speech
+
+
+class UploadError(Exception):
+    """A refused upload: HTTP ``status``, a stable ``code`` and a message that names
+    the value and the limit."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class UploadLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    min_s: float = 3.0
+    max_s: float = 30.0
+    silence_dbfs: float = -50.0
+    target_dbfs: float = -20.0
+    peak_dbfs: float = -1.0
+    max_name_chars: int = 64
+    max_transcript_chars: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    name: str
+    transcript: str
+    language: str
+    engine: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    audio: Audio  # mono float32 at SAMPLE_RATE
+    container: str  # e.g. "ogg"
+    codec: str  # e.g. "opus"
+    source_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def check_size(n: int, limits: UploadLimits) -> None:
+    if n > limits.max_bytes:
+        raise UploadError(
+            413,
+            "audio_too_large",
+            f"the upload is {n} bytes; the limit is {limits.max_bytes} bytes "
+            f"({limits.max_bytes / 1048576:.1f} MiB)",
+            "audio",
+        )
+
+
+def _text(value: str) -> str:
+    """Whitespace collapsed, control characters refused."""
+    return " ".join(value.split())
+
+
+def check_fields(
+    name: str,
+    transcript: str,
+    language: str,
+    engine: str,
+    limits: UploadLimits,
+    engines: dict[str, bool],
+    languages: list[str],
+) -> Fields:
+    """The form fields, checked. ``engines``: engine name -> whether it can clone
+    (engines on this node); ``languages``: what the cloning engine speaks."""
+    engine = engine.strip().lower() or "f5"
+    if engine not in engines:
+        if engine == "f5":
+            raise UploadError(
+                422,
+                "engine_not_enabled",
+                "engine 'f5' (voice cloning) is not enabled on this node (setting "
+                "f5_enabled); upload to a node that runs it",
+                "engine",
+            )
+        raise UploadError(
+            422,
+            "unknown_engine",
+            f"no engine {engine!r}; voices are cloned by engine 'f5'",
+            "engine",
+        )
+    if not engines[engine]:
+        raise UploadError(
+            422,
+            "engine_cannot_clone",
+            f"engine {engine!r} cannot clone voices; upload with engine 'f5'",
+            "engine",
+        )
+    name = _text(name)
+    if not name:
+        raise UploadError(422, "name_invalid", "the voice needs a name (field 'name')", "name")
+    if len(name) > limits.max_name_chars:
+        raise UploadError(
+            422,
+            "name_invalid",
+            f"the name is {len(name)} characters; at most {limits.max_name_chars}",
+            "name",
+        )
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise UploadError(422, "name_invalid", "the name contains control characters", "name")
+    transcript = _text(transcript)
+    if not transcript:
+        raise UploadError(
+            422,
+            "transcript_missing",
+            "the transcript is empty: give the words spoken in the audio (field "
+            "'transcript'); the voice is learned from both",
+            "transcript",
+        )
+    if len(transcript) > limits.max_transcript_chars:
+        raise UploadError(
+            422,
+            "transcript_too_long",
+            f"the transcript is {len(transcript)} characters; at most "
+            f"{limits.max_transcript_chars}",
+            "transcript",
+        )
+    language = language.strip().lower() or (languages[0] if languages else "")
+    if language.split("-")[0] not in languages:
+        raise UploadError(
+            422,
+            "unknown_language",
+            f"language {language!r} is not spoken by engine {engine!r} on this node; it "
+            f"speaks {', '.join(languages) or 'nothing'}",
+            "language",
+        )
+    return Fields(name, transcript, language.split("-")[0], engine)
+
+
+def _unsupported(found: str) -> UploadError:
+    return UploadError(
+        415,
+        "unsupported_format",
+        f"the upload is {found}, which is not accepted; accepted formats: {FORMATS_TEXT}",
+        "audio",
+    )
+
+
+def decode(data: bytes, limits: UploadLimits) -> Decoded:
+    """Decode ``data`` to mono float32 at 24 kHz. Raises UploadError (415 for a format
+    that is not accepted, 422 for audio that does not decode or is too long)."""
+    import av
+    import soxr
+
+    check_size(len(data), limits)
+    if not data:
+        raise UploadError(422, "audio_undecodable", "the audio file is empty", "audio")
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except av.FFmpegError:
+        raise _unsupported("not audio in a format this server reads") from None
+    with container:
+        fmt = container.format.name
+        if fmt not in _ACCEPTED:
+            raise _unsupported(f"a {container.format.long_name or fmt} file")
+        if not container.streams.audio:
+            raise UploadError(
+                422, "audio_undecodable", f"the {_KIND[fmt]} file has no audio stream", "audio"
+            )
+        stream = container.streams.audio[0]
+        codec = stream.codec_context.name
+        if not codec.startswith(_ACCEPTED[fmt]):
+            raise _unsupported(f"{codec} audio in a {_KIND[fmt]} file")
+        rate = int(stream.codec_context.sample_rate or stream.sample_rate or 0)
+        if rate <= 0:
+            raise UploadError(
+                422, "audio_undecodable", "the audio stream has no sample rate", "audio"
+            )
+        declared = (
+            float(stream.duration * stream.time_base)
+            if stream.duration is not None and stream.time_base is not None
+            else (container.duration / 1e6 if container.duration else None)
+        )
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        cap = int(limits.max_s * rate) + rate  # a second past the limit proves it too long
+        parts: list[Audio] = []
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    a = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    parts.append(a)
+                    n += len(a)
+                if n > cap:
+                    break
+            if n <= cap:
+                for out in resampler.resample(None):
+                    a = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    parts.append(a)
+                    n += len(a)
+        except av.FFmpegError as exc:
+            raise UploadError(
+                422,
+                "audio_undecodable",
+                f"the {_KIND[fmt]} ({codec}) audio does not decode: {exc}",
+                "audio",
+            ) from None
+    if n == 0:
+        raise UploadError(
+            422, "audio_undecodable", f"the {_KIND[fmt]} file holds no audio samples", "audio"
+        )
+    x = np.concatenate(parts)
+    if n > cap:
+        length = (
+            f"{declared:.1f} s long"
+            if declared is not None and declared > limits.max_s
+            else f"longer than {limits.max_s + 1:g} s"
+        )
+        raise UploadError(
+            422, "audio_too_long", f"the audio is {length}; at most {limits.max_s:g} s", "audio"
+        )
+    if not np.all(np.isfinite(x)):
+        raise UploadError(422, "audio_undecodable", "the audio has invalid samples", "audio")
+    if rate != SAMPLE_RATE:
+        x = np.asarray(soxr.resample(x, rate, SAMPLE_RATE, quality="HQ"), dtype=np.float32)
+    return Decoded(audio=x, container=_KIND[fmt].lower(), codec=codec, source_rate=rate)
+
+
+def window_levels(x: Audio) -> npt.NDArray[np.float64]:
+    """RMS of each 10 ms window."""
+    win = int(SAMPLE_RATE * _WIN_S)
+    n = len(x) // win
+    if n == 0:
+        return np.zeros(0)
+    w = x[: n * win].astype(np.float64).reshape(n, win)
+    levels: npt.NDArray[np.float64] = np.sqrt(np.mean(w * w, axis=1))
+    return levels
+
+
+def dbfs(v: float) -> float:
+    return 20 * math.log10(v) if v > 0 else -math.inf
+
+
+def check_audio(dec: Decoded, limits: UploadLimits) -> None:
+    """Duration within the limits, and not silence."""
+    s = dec.duration_s
+    if s < limits.min_s:
+        raise UploadError(
+            422,
+            "audio_too_short",
+            f"the audio is {s:.2f} s long; at least {limits.min_s:g} s of speech is needed",
+            "audio",
+        )
+    if s > limits.max_s:
+        raise UploadError(
+            422,
+            "audio_too_long",
+            f"the audio is {s:.1f} s long; at most {limits.max_s:g} s",
+            "audio",
+        )
+    lv = window_levels(dec.audio)
+    loudest = dbfs(float(lv.max())) if lv.size else -math.inf
+    if loudest < limits.silence_dbfs:
+        shown = "digital silence" if loudest == -math.inf else f"{loudest:.1f} dBFS"
+        raise UploadError(
+            422,
+            "audio_silent",
+            f"the audio is silent: its loudest 10 ms is {shown}, below the "
+            f"{limits.silence_dbfs:g} dBFS threshold",
+            "audio",
+        )
+
+
+def speech_level(x: Audio) -> float:
+    """RMS over the speech windows (within 30 dB of the loudest)."""
+    lv = window_levels(x)
+    if lv.size == 0:
+        return 0.0
+    speech = lv[lv >= lv.max() * 10 ** (-_SPEECH_RANGE_DB / 20)]
+    return float(np.sqrt(np.mean(speech * speech)))
+
+
+def normalise(x: Audio, limits: UploadLimits) -> Audio:
+    """Speech RMS to ``target_dbfs``, peak at most ``peak_dbfs`` (see the module
+    docstring)."""
+    level = speech_level(x)
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    if level <= 0 or peak <= 0:
+        return x
+    gain = min(10 ** (limits.target_dbfs / 20) / level, 10 ** (limits.peak_dbfs / 20) / peak)
+    y: Audio = np.clip(x * np.float32(gain), -1.0, 1.0).astype(np.float32)
+    return y
+
+
+def prepare(data: bytes, limits: UploadLimits) -> Decoded:
+    """Decode, check and normalise an uploaded reference. Blocks: run it on a thread."""
+    dec = decode(data, limits)
+    check_audio(dec, limits)
+    return Decoded(
+        audio=normalise(dec.audio, limits),
+        container=dec.container,
+        codec=dec.codec,
+        source_rate=dec.source_rate,
+    )
+
+
+def to_pcm16(x: Audio) -> bytes:
+    return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def from_pcm16(data: bytes) -> Audio:
+    x: Audio = np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32767.0)
+    return x

@@ -1,0 +1,333 @@
+"""Resume across nodes: two real servers share one real Redis; a client cut off from
+node A (its connection dropped, or A killed with SIGKILL) resumes on node B and ends
+with every frame exactly once, in order, and every word of its text."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support import Received as Rec
+from tests.support import (
+    ServerProcess,
+    connect,
+    decode_opus,
+    recv_until,
+    send,
+    transcribe,
+    word_recall,
+)
+
+# Sentences pocketsphinx hears reliably (see tests/test_stream.py).
+FOX = "The quick brown fox jumps over the lazy dog. "
+STATION = "We will meet again tomorrow morning at the station. "
+PART_A = FOX + STATION + "A journey of a thousand miles begins with a single step. "
+PART_B = "Please call Stella and ask her to bring these things with her from the store. "
+LONG = PART_A + PART_B + "Then " + PART_A  # long enough to be mid-way when A is killed
+OVERLAP = 10  # frames B re-sends that A had already sent: they must be byte-identical
+
+
+@pytest.fixture(scope="module")
+def nodes(redis_server: Any) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two nodes on one Redis (each test gets a fresh prefix through its own keys)."""
+    common = {"redis_url": redis_server.url, "max_unsent_audio_s": 1.0}
+    a, b = ServerProcess(**common), ServerProcess(**common)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def _start(url: str, **start: Any) -> tuple[Any, Rec]:
+    ws = await connect(url)
+    await send(ws, type="start", **start)
+    rec = await recv_until(ws, Rec(), stop="ready", timeout=20)
+    return ws, rec
+
+
+async def _read_frames(ws: Any, rec: Rec, n: int, timeout: float = 60.0) -> None:
+    """Read until ``rec`` holds at least ``n`` frames."""
+    async with asyncio.timeout(timeout):
+        while len(rec.frames) < n:
+            msg = await ws.recv()
+            if isinstance(msg, bytes):
+                rec.order.append(("frame", len(rec.frames)))
+                rec.frames.append(msg)
+            else:
+                ev = json.loads(msg)
+                rec.events.append(ev)
+                rec.order.append(("event", ev))
+
+
+def _check_whole(first: Rec, second: Rec, from_frame: int, text: str) -> None:
+    """Frames of both connections spliced at ``from_frame``: exactly once, in order."""
+    ready = second.of("ready")[0]
+    assert ready["resumed"] is True and ready["next_frame"] == from_frame
+    assert second.close_code == 1000, (second.close_code, second.events[-3:])
+    done = second.of("done")[-1]
+    # the overlap B re-sent is byte-for-byte what A had sent under the same numbers
+    resent = second.frames[: len(first.frames) - from_frame]
+    assert resent == first.frames[from_frame:]
+    frames = first.frames[:from_frame] + second.frames
+    assert done["frames"] == len(frames)
+    # every segment exactly once, in order, each announced right before its first frame
+    segments: list[dict[str, Any]] = []
+    for part, n in ((first, 0), (second, from_frame)):
+        for kind, item in part.order:
+            if kind == "frame":
+                n += 1
+            elif item["type"] == "segment":
+                if part is first and n >= from_frame:
+                    continue  # B announces these again with their frames
+                assert item["first_frame"] == n
+                segments.append(item)
+    assert [s["index"] for s in segments] == list(range(len(segments)))
+    assert " ".join(s["text"] for s in segments).split() == text.split()
+    audio = decode_opus(frames)
+    assert len(audio) == len(frames) * 960  # every packet decodes to a whole 20 ms frame
+    heard = transcribe(audio, 48000)
+    assert word_recall(text, heard) >= 0.6, heard
+
+
+async def test_cut_connection_resumes_on_another_node(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = nodes
+    ws, first = await _start(a.ws_url)
+    ready = first.of("ready")[0]
+    assert ready["resume_token"] and ready["resumed"] is False
+    await send(ws, type="text", text=PART_A)  # no flush: the last sentence stays buffered
+    await _read_frames(ws, first, 40)
+    ws.transport.abort()  # the network drops: no close handshake
+    await asyncio.sleep(0.2)
+
+    from_frame = len(first.frames) - OVERLAP
+    ws2, second = await _start(
+        b.ws_url,
+        resume={
+            "session_id": ready["session_id"],
+            "token": ready["resume_token"],
+            "from_frame": from_frame,
+        },
+    )
+    assert second.of("ready")[0]["chars_accepted"] == len(PART_A)
+    await send(ws2, type="text", text=PART_B)  # the client goes on where it was
+    await send(ws2, type="end")
+    second = await recv_until(ws2, second, timeout=90)
+    _check_whole(first, second, from_frame, PART_A + PART_B)
+    # B took it over: A's log says its connection ended; B's that it resumed
+    resumed = b.log_events("session_resumed")
+    assert resumed and resumed[-1]["from_frame"] == from_frame
+
+
+async def test_resume_after_sigkill_on_another_node(
+    nodes: tuple[ServerProcess, ServerProcess], redis_server: Any
+) -> None:
+    _, b = nodes
+    a = ServerProcess(redis_url=redis_server.url, max_unsent_audio_s=1.0)
+    try:
+        a.wait_ready()
+        ws, first = await _start(a.ws_url)
+        ready = first.of("ready")[0]
+        await send(ws, type="text", text=LONG)
+        await send(ws, type="end")
+        await _read_frames(ws, first, 30)
+        a.proc.send_signal(signal.SIGKILL)  # mid-utterance: the client stopped reading
+        a.proc.wait(10)
+        first = await recv_until(ws, first, timeout=10)  # what was in flight, then the drop
+        assert first.close_code == 1006
+        assert not first.of("done")
+    finally:
+        a.stop()
+    from_frame = len(first.frames) - OVERLAP
+    ws2, second = await _start(
+        b.ws_url,
+        resume={
+            "session_id": ready["session_id"],
+            "token": ready["resume_token"],
+            "from_frame": from_frame,
+        },
+    )
+    second = await recv_until(ws2, second, timeout=90)
+    _check_whole(first, second, from_frame, LONG)
+
+
+async def test_drain_closes_with_a_resume_hint_and_another_node_finishes(
+    nodes: tuple[ServerProcess, ServerProcess], redis_server: Any
+) -> None:
+    _, b = nodes
+    a = ServerProcess(redis_url=redis_server.url, drain_grace_s=1.0)
+    try:
+        a.wait_ready()
+        ws, first = await _start(a.ws_url)
+        ready = first.of("ready")[0]
+        await send(ws, type="text", text=FOX + "And then it ran")  # the rest waits for more
+        await recv_until(ws, first, stop="segment", timeout=30)
+        await asyncio.sleep(0.3)
+        a.proc.send_signal(signal.SIGTERM)
+        first = await recv_until(ws, first, timeout=20)
+        assert a.proc.wait(30) == 0
+    finally:
+        a.stop()
+    assert first.close_code == 1012
+    err = first.of("error")[-1]
+    assert err["code"] == "server_draining"
+    hint = err["resume"]
+    assert hint["session_id"] == ready["session_id"] and hint["from_frame"] == len(first.frames)
+    ws2, second = await _start(
+        b.ws_url,
+        resume={
+            "session_id": hint["session_id"],
+            "token": ready["resume_token"],
+            "from_frame": hint["from_frame"],
+        },
+    )
+    await send(ws2, type="text", text=" into the station. " + STATION)
+    await send(ws2, type="end")
+    second = await recv_until(ws2, second, timeout=60)
+    assert second.close_code == 1000
+    spoken = [s["text"] for s in first.of("segment") + second.of("segment")]
+    assert (
+        " ".join(spoken).split() == (FOX + "And then it ran into the station. " + STATION).split()
+    )
+
+
+async def test_old_connection_is_closed_when_the_session_moves(server: ServerProcess) -> None:
+    """Memory state (no Redis): resume works on the same node, and the connection that
+    still holds the session is told it moved."""
+    ws, first = await _start(server.ws_url)
+    ready = first.of("ready")[0]
+    await send(ws, type="text", text=FOX)
+    await send(ws, type="flush")
+    first = await recv_until(ws, first, stop="flushed", timeout=30)
+    ws2, second = await _start(
+        server.ws_url,
+        resume={"session_id": ready["session_id"], "token": ready["resume_token"], "from_frame": 0},
+    )
+    first = await recv_until(ws, first, timeout=10)
+    assert first.close_code == 4409
+    assert first.of("error")[-1]["code"] == "session_moved"
+    # the replay from frame 0 is exactly what the first connection got
+    await send(ws2, type="end")
+    second = await recv_until(ws2, second, timeout=30)
+    assert second.close_code == 1000
+    assert second.frames == first.frames
+    assert second.of("done")[-1]["frames"] == len(first.frames)
+
+
+async def test_ack_sets_the_default_resume_point(server: ServerProcess) -> None:
+    ws, first = await _start(server.ws_url)
+    ready = first.of("ready")[0]
+    await send(ws, type="text", text=FOX)
+    await send(ws, type="flush")
+    first = await recv_until(ws, first, stop="flushed", timeout=30)
+    await send(ws, type="ack", frame=len(first.frames))  # not sent yet: refused
+    first = await recv_until(ws, first, stop="error", timeout=10)
+    assert first.of("error")[-1]["code"] == "invalid_ack"
+    await send(ws, type="ack", frame=19)
+    await asyncio.sleep(0.3)
+    await ws.close()
+    ws2, second = await _start(
+        server.ws_url,
+        resume={"session_id": ready["session_id"], "token": ready["resume_token"]},
+    )
+    assert second.of("ready")[0]["next_frame"] == 20
+    await send(ws2, type="end")
+    second = await recv_until(ws2, second, timeout=30)
+    assert second.frames == first.frames[20:]
+
+
+async def test_cancelled_audio_is_not_replayed(server: ServerProcess) -> None:
+    """Barge-in drops unsent frames from the journal too: numbering stays contiguous."""
+    ws, first = await _start(server.ws_url)
+    ready = first.of("ready")[0]
+    await send(ws, type="text", text=PART_A + PART_B)
+    await send(ws, type="flush")
+    await _read_frames(ws, first, 10)
+    await send(ws, type="cancel")
+    first = await recv_until(ws, first, stop="cancelled", timeout=30)
+    await send(ws, type="text", text=STATION)
+    await send(ws, type="flush")
+    first = await recv_until(ws, first, stop="flushed", timeout=30)
+    await ws.close()
+    ws2, second = await _start(
+        server.ws_url,
+        resume={"session_id": ready["session_id"], "token": ready["resume_token"], "from_frame": 0},
+    )
+    await send(ws2, type="end")
+    second = await recv_until(ws2, second, timeout=30)
+    assert second.frames == first.frames
+    assert second.of("done")[-1]["frames"] == len(first.frames)
+
+
+@pytest.mark.parametrize(
+    ("resume", "code"),
+    [
+        ({"token": "x.y"}, "invalid_resume_token"),
+        ({"session_id": "0" * 32}, "invalid_resume_token"),  # a token of another session
+        ({"from_frame": 10**6}, "invalid_resume"),
+    ],
+)
+async def test_bad_resume_is_refused(
+    server: ServerProcess, resume: dict[str, Any], code: str
+) -> None:
+    ws, first = await _start(server.ws_url)
+    ready = first.of("ready")[0]
+    await ws.close()
+    req = {"session_id": ready["session_id"], "token": ready["resume_token"], **resume}
+    ws2, rec = await _start(server.ws_url, resume=req)
+    rec = await recv_until(ws2, rec, timeout=10)
+    assert rec.close_code == 1008
+    err = rec.of("error")[-1]
+    assert err["code"] == code and err["fatal"]
+
+
+async def test_resume_with_other_settings_is_refused(server: ServerProcess) -> None:
+    ws = await connect(server.ws_url)
+    await send(ws, type="start", voice="x", resume={"session_id": "s", "token": "t"})
+    rec = await recv_until(ws, Rec(), stop="error", timeout=10)
+    assert rec.of("error")[-1]["code"] == "invalid_field"
+    await ws.close()
+
+
+async def test_sessions_tokens_and_the_replay_window_expire() -> None:
+    srv = ServerProcess(resume_window_s=1.0, resume_token_ttl_s=2.5, replay_window_s=0.2)
+    try:
+        srv.wait_ready()
+        # the state outlives the connection by resume_window_s, then it is gone
+        ws, first = await _start(srv.ws_url)
+        ready = first.of("ready")[0]
+        await ws.close()
+        await asyncio.sleep(1.6)
+        req = {"session_id": ready["session_id"], "token": ready["resume_token"]}
+        ws2, rec = await _start(srv.ws_url, resume=req)
+        rec = await recv_until(ws2, rec, timeout=10)
+        assert (rec.close_code, rec.of("error")[-1]["code"]) == (1008, "session_expired")
+        # a token dies after resume_token_ttl_s even while its session lives
+        ws, first = await _start(srv.ws_url)
+        ready = first.of("ready")[0]
+        await send(ws, type="text", text=FOX)
+        await send(ws, type="flush")
+        first = await recv_until(ws, first, stop="flushed", timeout=30)
+        # only the newest 0.2 s (10 frames) are kept for replay
+        req = {"session_id": ready["session_id"], "token": ready["resume_token"]}
+        ws2, rec = await _start(srv.ws_url, resume={**req, "from_frame": 0})
+        rec = await recv_until(ws2, rec, timeout=10)
+        err = rec.of("error")[-1]
+        assert err["code"] == "replay_unavailable" and "replay_window_s=0.2" in err["message"]
+        # the refused attempt took the session over; it is still there to resume
+        await asyncio.sleep(2.6)
+        ws3, rec = await _start(srv.ws_url, resume=req)
+        rec = await recv_until(ws3, rec, timeout=10)
+        assert rec.of("error")[-1]["code"] == "resume_token_expired"
+        await ws.close()
+    finally:
+        srv.stop()
