@@ -193,6 +193,22 @@ def _unsupported(found: str) -> UploadError:
     )
 
 
+def sniff(data: bytes) -> str | None:
+    """The accepted format ``data`` starts like (its magic bytes), for a file FFmpeg
+    could not open: a damaged file of an accepted kind is a 422, not a 415."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "WAV"
+    if data[:4] == b"fLaC":
+        return "FLAC"
+    if data[:4] == b"OggS":
+        return "Ogg"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "WebM"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "MP3"
+    return None
+
+
 def decode(data: bytes, limits: UploadLimits) -> Decoded:
     """Decode ``data`` to mono float32 at 24 kHz. Raises UploadError (415 for a format
     that is not accepted, 422 for audio that does not decode or is too long)."""
@@ -204,8 +220,23 @@ def decode(data: bytes, limits: UploadLimits) -> Decoded:
         raise UploadError(422, "audio_undecodable", "the audio file is empty", "audio")
     try:
         container = av.open(io.BytesIO(data), mode="r")
-    except av.FFmpegError:
-        raise _unsupported("not audio in a format this server reads") from None
+    except av.FFmpegError as exc:
+        kind = sniff(data)
+        if kind is None:
+            raise UploadError(
+                415,
+                "unsupported_format",
+                f"the upload is not in a format this server reads; accepted formats: "
+                f"{FORMATS_TEXT}",
+                "audio",
+            ) from None
+        raise UploadError(
+            422,
+            "audio_undecodable",
+            f"the upload looks like {kind} but does not decode ({exc.strerror or exc}); "
+            "it may be truncated or damaged",
+            "audio",
+        ) from None
     with container:
         fmt = container.format.name
         if fmt not in _ACCEPTED:
@@ -217,7 +248,7 @@ def decode(data: bytes, limits: UploadLimits) -> Decoded:
         stream = container.streams.audio[0]
         codec = stream.codec_context.name
         if not codec.startswith(_ACCEPTED[fmt]):
-            raise _unsupported(f"{codec} audio in a {_KIND[fmt]} file")
+            raise _unsupported(f"{codec} audio in an {_KIND[fmt]} file")
         rate = int(stream.codec_context.sample_rate or stream.sample_rate or 0)
         if rate <= 0:
             raise UploadError(

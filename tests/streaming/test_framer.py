@@ -89,3 +89,17 @@ def test_reset_drops_remainder() -> None:
 def test_bad_frame_size() -> None:
     with pytest.raises(ValueError, match="frame_samples"):
         Framer(0)
+
+
+def test_remainder_is_what_the_next_frame_starts_with() -> None:
+    """A pipeline on another node continues a stream from ``remainder`` (resume)."""
+    x = np.arange(25, dtype=np.float32)
+    a = Framer(10)
+    frames = a.push(x)
+    assert frames.shape == (2, 10)
+    rest = a.remainder()
+    assert rest.tolist() == [20.0, 21.0, 22.0, 23.0, 24.0]
+    b = Framer(10)
+    assert b.push(rest).shape == (0, 10)
+    more = np.arange(25, 40, dtype=np.float32)
+    assert np.array_equal(b.push(more), a.push(more))

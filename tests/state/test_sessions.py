@@ -1,0 +1,134 @@
+"""The session journal's store, both implementations, against the same expectations
+(Redis: a real server from the `redis_server` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from server.state.sessions import (
+    Commit,
+    MemorySessionStore,
+    RedisSessionStore,
+    ResumeUnavailable,
+    SessionStore,
+    StoredFrame,
+)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        yield MemorySessionStore(ttl_s=0.6)
+        return
+    client = Redis.from_url(redis_server.url)
+    yield RedisSessionStore(client, f"t{secrets.token_hex(4)}:", ttl_s=0.6)
+    await client.aclose()
+
+
+def _frames(*names: str) -> list[StoredFrame]:
+    return [StoredFrame(0, n.encode(), "") for n in names]
+
+
+async def test_commits_and_takeover_snapshot(store: SessionStore) -> None:
+    await store.create("s1", "a", b'{"engine":"piper"}', replay_frames=100)
+    assert await store.append_text("s1", "a", "Héllo there. ") == "ok"
+    assert await store.append_text("s1", "a", "Second one") == "ok"
+    assert await store.add_mark("s1", "a", 13, "flush") == "ok"
+    seg = '{"type":"segment"}'
+    c = Commit(
+        frames=[StoredFrame(0, b"f0", seg), *_frames("f1", "f2")],
+        chars=13,
+        carry=b"\x00\x01",
+        segments=1,
+    )
+    assert await store.commit("s1", "a", c) == "ok"
+    assert await store.commit("s1", "a", Commit(frames=_frames("p0"), marks=1, segments=1)) == "ok"
+    assert await store.ack("s1", "a", 1) == "ok"
+    assert await store.ack("s1", "a", 0) == "ok"  # acks never go back
+
+    snap = await store.takeover("s1", "b")
+    assert snap is not None
+    assert snap.meta == b'{"engine":"piper"}' and snap.epoch == 1
+    assert (snap.frames, snap.acked, snap.done_chars, snap.marks_done) == (4, 1, 13, 1)
+    assert snap.text == "Héllo there. Second one"  # offsets count characters, not bytes
+    assert snap.text[snap.done_chars :] == "Second one"
+    assert snap.marks == [(13, "flush")] and snap.carry == b"" and snap.segments == 1
+    frames = await store.frames_from("s1", 1)
+    assert [(f.n, f.audio) for f in frames] == [(1, b"f1"), (2, b"f2"), (3, b"p0")]
+    assert (await store.frames_from("s1", 0))[0].message == seg
+
+
+async def test_the_old_owner_is_fenced_off(store: SessionStore) -> None:
+    await store.create("s2", "a", b"{}", replay_frames=10)
+    assert await store.takeover("s2", "b") is not None
+    for write in (
+        store.append_text("s2", "a", "late"),
+        store.add_mark("s2", "a", 0, "end"),
+        store.commit("s2", "a", Commit(frames=_frames("x"))),
+        store.cancel("s2", "a", 0, 0, 0),
+        store.ack("s2", "a", 0),
+        store.heartbeat("s2", "a"),
+    ):
+        assert await write == "moved"
+    await store.delete("s2", "a")  # refused too: the record stays
+    snap = await store.takeover("s2", "c")
+    assert snap is not None and snap.frames == 0 and snap.text == "" and snap.epoch == 2
+
+
+async def test_cancel_drops_unsent_frames_and_the_text(store: SessionStore) -> None:
+    await store.create("s3", "a", b"{}", replay_frames=10)
+    await store.append_text("s3", "a", "One. Two. Three.")
+    await store.commit("s3", "a", Commit(frames=_frames("a", "b", "c", "d"), chars=5))
+    assert await store.cancel("s3", "a", sent=2, chars=16, marks=0) == "ok"
+    await store.append_text("s3", "a", " Four.")
+    await store.commit("s3", "a", Commit(frames=_frames("e"), chars=6))
+    snap = await store.takeover("s3", "b")
+    assert snap is not None and snap.frames == 3 and snap.done_chars == 22
+    assert [(f.n, f.audio) for f in await store.frames_from("s3", 0)] == [
+        (0, b"a"),
+        (1, b"b"),
+        (2, b"e"),
+    ]
+
+
+async def test_replay_window_keeps_the_newest_frames(store: SessionStore) -> None:
+    await store.create("s4", "a", b"{}", replay_frames=5)
+    for i in range(0, 400, 4):
+        await store.commit("s4", "a", Commit(frames=_frames(*(str(i + k) for k in range(4)))))
+    kept = await store.frames_from("s4", 0)
+    ns = [f.n for f in kept]
+    assert ns[-1] == 399 and ns == list(range(ns[0], 400))  # contiguous, newest last
+    # the memory store trims exactly; Redis trims whole stream nodes (~100 entries)
+    assert 5 <= len(ns) <= 5 + 110
+
+
+async def test_state_expires_without_heartbeats(store: SessionStore) -> None:
+    await store.create("s5", "a", b"{}", replay_frames=10)
+    await store.append_text("s5", "a", "text")
+    for _ in range(3):
+        await asyncio.sleep(0.3)
+        assert await store.heartbeat("s5", "a") == "ok"  # 0.9 s alive on a 0.6 s ttl
+    await asyncio.sleep(0.9)
+    assert await store.heartbeat("s5", "a") == "gone"
+    assert await store.takeover("s5", "b") is None
+    if isinstance(store, RedisSessionStore):  # no key is left behind
+        assert await store.redis.keys(f"{store.prefix}*") == []
+
+
+async def test_a_poisoned_record_is_not_resumed(store: SessionStore) -> None:
+    await store.create("s6", "a", b"{}", replay_frames=10)
+    await store.poison("s6", "a")
+    with pytest.raises(ResumeUnavailable):
+        await store.takeover("s6", "b")
+
+
+async def test_delete_by_the_owner(store: SessionStore) -> None:
+    await store.create("s7", "a", b"{}", replay_frames=10)
+    await store.delete("s7", "a")
+    assert await store.takeover("s7", "b") is None

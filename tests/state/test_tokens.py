@@ -1,0 +1,41 @@
+"""Resume tokens: bound to one session, signed, expiring."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.state.tokens import ResumeTokenError, ResumeTokens, shared_secret
+from tests.support import RedisProcess
+
+
+def _code(tokens: ResumeTokens, token: str, sid: str, now: float) -> str:
+    with pytest.raises(ResumeTokenError) as err:
+        tokens.verify(token, sid, now=now)
+    return err.value.code
+
+
+def test_mint_and_verify() -> None:
+    t = ResumeTokens(b"secret")
+    tok = t.mint("abc", ttl_s=60, now=1000.0)
+    t.verify(tok, "abc", now=1059.0)
+    assert _code(t, tok, "abc", now=1060.0) == "resume_token_expired"
+    assert _code(t, tok, "abd", now=1000.0) == "invalid_resume_token"
+    assert _code(ResumeTokens(b"other"), tok, "abc", now=1000.0) == "invalid_resume_token"
+    payload, sig = tok.split(".")
+    assert _code(t, payload + "." + sig[:-2] + "AA", "abc", now=1000.0) == "invalid_resume_token"
+    assert _code(t, "garbage", "abc", now=1000.0) == "invalid_resume_token"
+
+
+async def test_nodes_share_one_secret_through_redis(redis_server: RedisProcess) -> None:
+    from redis.asyncio import Redis
+
+    a, b = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+    try:
+        sa = await shared_secret(a, "tok:resume_secret")
+        sb = await shared_secret(b, "tok:resume_secret")
+        assert sa == sb and len(sa) == 64
+        tok = ResumeTokens(sa).mint("s", 10)
+        ResumeTokens(sb).verify(tok, "s")
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -1,0 +1,246 @@
+"""The voice stores: memory and Redis (a real, private redis-server) behind one
+interface; atomic writes and deletes; delete notices that evict other nodes' caches."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from server.state.voices import (
+    MemoryVoiceStore,
+    RedisVoiceStore,
+    VoiceCache,
+    VoiceEvent,
+    VoiceMeta,
+    VoiceStore,
+    VoiceStoreFull,
+)
+from tests.support import RedisProcess
+
+
+def meta(i: int = 0, **kw: Any) -> VoiceMeta:
+    fields: dict[str, Any] = {
+        "id": "v_" + secrets.token_urlsafe(12),
+        "name": f"voice {i}",
+        "engine": "f5",
+        "language": "en",
+        "transcript": "Some words that were said.",
+        "created": 1_700_000_000.0 + i,
+        "duration_s": 4.0,
+    }
+    fields.update(kw)
+    return VoiceMeta(**fields)
+
+
+def pcm(seconds: float = 0.5, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return rng.integers(-20000, 20000, int(24000 * seconds), dtype="<i2").tobytes()
+
+
+StoreFactory = Callable[[int], Awaitable[VoiceStore]]
+
+
+@pytest.fixture
+async def redis_clients(redis_server: RedisProcess) -> AsyncIterator[list[Redis]]:
+    clients: list[Redis] = []
+    yield clients
+    for c in clients:
+        await c.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(
+    request: pytest.FixtureRequest, redis_server: RedisProcess, redis_clients: list[Redis]
+) -> StoreFactory:
+    prefix = f"t{secrets.token_hex(4)}:"
+
+    async def make(max_voices: int = 0) -> VoiceStore:
+        cache: VoiceCache[Any] = VoiceCache(8)
+        if request.param == "memory":
+            return MemoryVoiceStore(cache, max_voices)
+        r = Redis.from_url(redis_server.url)
+        redis_clients.append(r)
+        return RedisVoiceStore(r, prefix, cache, max_voices, retry_s=0.1)
+
+    return make
+
+
+async def test_put_get_list_delete(make_store: StoreFactory) -> None:
+    store = await make_store(0)
+    a, b = meta(1), meta(2, name="second", language="zh")
+    await store.put(b, pcm(seed=2))
+    await store.put(a, pcm(seed=1))
+    assert await store.meta(a.id) == a and await store.meta(b.id) == b
+    assert await store.audio(a.id) == pcm(seed=1)
+    assert [m.id for m in await store.list()] == [a.id, b.id]  # oldest first
+    with pytest.raises(ValueError, match="exists already"):
+        await store.put(a, pcm())
+    store.cache.put(a.id, "prepared")
+    assert await store.delete(a.id) is True
+    assert a.id not in store.cache  # the deleting node evicts at once
+    assert await store.meta(a.id) is None and await store.audio(a.id) is None
+    assert await store.delete(a.id) is False
+    assert [m.id for m in await store.list()] == [b.id]
+
+
+async def test_limit_on_stored_voices(make_store: StoreFactory) -> None:
+    store = await make_store(2)
+    await store.put(meta(1), pcm())
+    await store.put(meta(2), pcm())
+    with pytest.raises(VoiceStoreFull) as exc:
+        await store.put(meta(3), pcm())
+    assert (exc.value.count, exc.value.limit) == (2, 2)
+    assert "limit is 2" in str(exc.value)
+    assert len(await store.list()) == 2
+
+
+async def test_bad_audio_writes_nothing(make_store: StoreFactory) -> None:
+    store = await make_store(0)
+    m = meta()
+    for bad in (b"", b"\x01\x02\x03"):
+        with pytest.raises(ValueError, match="16-bit PCM"):
+            await store.put(m, bad)
+    assert await store.meta(m.id) is None and await store.list() == []
+
+
+async def test_redis_layout_and_atomic_writes(redis_server: RedisProcess) -> None:
+    """Under a storm of concurrent puts and deletes, a transaction-consistent look at
+    Redis never finds metadata without its audio or audio without its metadata."""
+    prefix = f"t{secrets.token_hex(4)}:"
+    writer = Redis.from_url(redis_server.url)
+    reader = Redis.from_url(redis_server.url)
+    store = RedisVoiceStore(writer, prefix, VoiceCache(4))
+    try:
+        m = meta()
+        await store.put(m, pcm())
+        assert redis_server.cli("HEXISTS", f"{prefix}voices", m.id) == "1"
+        assert redis_server.cli("EXISTS", f"{prefix}voice:{m.id}:audio") == "1"
+        await store.delete(m.id)
+        assert redis_server.cli("KEYS", f"{prefix}*") == ""
+
+        stop = asyncio.Event()
+
+        async def churn(seed: int) -> None:
+            while not stop.is_set():
+                x = meta(seed)
+                await store.put(x, pcm(0.2, seed))
+                await store.delete(x.id)
+
+        async def snapshots() -> int:
+            checked = 0
+            for _ in range(300):
+                async with reader.pipeline(transaction=True) as p:
+                    p.hkeys(f"{prefix}voices")
+                    p.keys(f"{prefix}voice:*:audio")
+                    ids, audio_keys = await p.execute()
+                with_meta = {i.decode() for i in ids}
+                with_audio = {k.decode().split(":")[2] for k in audio_keys}
+                assert with_meta == with_audio
+                checked += len(with_meta)
+            return checked
+
+        tasks = [asyncio.create_task(churn(i)) for i in range(4)]
+        try:
+            checked = await snapshots()
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        assert checked > 0  # the snapshots did see voices mid-churn
+        assert redis_server.cli("KEYS", f"{prefix}*") == ""
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+
+
+async def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_delete_notice_evicts_another_nodes_cache(redis_server: RedisProcess) -> None:
+    prefix = f"t{secrets.token_hex(4)}:"
+    ra, rb = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+    node_a = RedisVoiceStore(ra, prefix, VoiceCache(4), retry_s=0.1)
+    node_b = RedisVoiceStore(rb, prefix, VoiceCache(4), retry_s=0.1)
+    heard: list[VoiceEvent] = []
+
+    async def on_event(ev: VoiceEvent) -> None:
+        heard.append(ev)
+
+    listener = asyncio.create_task(node_b.listen(on_event))
+    try:
+        await _wait(lambda: VoiceEvent("resync") in heard)
+        m = meta()
+        await node_a.put(m, pcm())
+        await _wait(lambda: VoiceEvent("created", m.id) in heard)
+        node_b.cache.put(m.id, "prepared on b")
+        assert await node_a.delete(m.id)
+        await _wait(lambda: m.id not in node_b.cache)
+        assert VoiceEvent("deleted", m.id) in heard
+        # A load that was under way when the delete came does not bring it back.
+        node_b.cache.put(m.id, "late load")
+        assert m.id not in node_b.cache
+
+        # A notice missed while B was not listening is caught up when it resubscribes.
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        m2 = meta(2)
+        await node_a.put(m2, pcm())
+        node_b.cache.put(m2.id, "prepared on b")
+        await node_a.delete(m2.id)
+        assert m2.id in node_b.cache  # nobody told B
+        listener = asyncio.create_task(node_b.listen(on_event))
+        await _wait(lambda: m2.id not in node_b.cache)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await ra.aclose()
+        await rb.aclose()
+
+
+async def test_memory_store_notices() -> None:
+    store = MemoryVoiceStore(VoiceCache(4))
+    heard: list[VoiceEvent] = []
+
+    async def on_event(ev: VoiceEvent) -> None:
+        heard.append(ev)
+
+    listener = asyncio.create_task(store.listen(on_event))
+    try:
+        await _wait(lambda: bool(heard))
+        m = meta()
+        await store.put(m, pcm())
+        store.cache.put(m.id, "prepared")
+        await store.delete(m.id)
+        await _wait(lambda: len(heard) == 3)
+        assert heard == [
+            VoiceEvent("resync"),
+            VoiceEvent("created", m.id),
+            VoiceEvent("deleted", m.id),
+        ]
+        assert m.id not in store.cache
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
+def test_cache_is_a_bounded_lru() -> None:
+    cache: VoiceCache[str] = VoiceCache(2)
+    assert cache.put("a", "A") == [] and cache.put("b", "B") == []
+    assert cache.get("a") == "A"  # a use: "b" is now the least recent
+    assert cache.put("c", "C") == ["b"]
+    assert cache.ids() == ["a", "c"] and len(cache) == 2
+    assert cache.evict("a") and not cache.evict("a")
+    cache.put("a", "again")  # an LRU eviction is not a delete: it may come back
+    assert cache.get("a") == "again"
+    cache.evict("a", deleted=True)
+    cache.put("a", "after delete")
+    assert "a" not in cache

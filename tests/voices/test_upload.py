@@ -1,0 +1,231 @@
+"""Upload checks without I/O: every accepted format decodes (files made by ffmpeg from
+real speech) to the right length; every refusal has its status, code and a message
+that names the value and the limit; loudness is normalised."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import soxr
+
+from server.engines.base import Audio
+from server.voices import upload as u
+from tests.voices.conftest import ACCEPTED, encode
+
+LIMITS = u.UploadLimits()
+WAV = ["-c:a", "pcm_s16le", "-f", "wav"]
+
+
+def refused(data: bytes, limits: u.UploadLimits = LIMITS) -> u.UploadError:
+    with pytest.raises(u.UploadError) as exc:
+        u.prepare(data, limits)
+    return exc.value
+
+
+def speech_db(x: Audio) -> float:
+    return u.dbfs(u.speech_level(x))
+
+
+@pytest.mark.parametrize("fmt", sorted(ACCEPTED))
+def test_each_accepted_format_decodes_to_its_length(
+    fmt: str, samples: dict[str, bytes], speech: tuple[Audio, int]
+) -> None:
+    audio, rate = speech
+    dec = u.prepare(samples[fmt], LIMITS)
+    container, _, codec = fmt.partition("-")
+    assert dec.container == container
+    assert dec.codec.startswith(codec or container[:3] if fmt != "wav" else "pcm_")
+    assert dec.audio.dtype == np.float32 and dec.audio.ndim == 1
+    # mp3 from a pipe has no gapless header, so the encoder's padding stays (< 0.1 s)
+    assert dec.duration_s == pytest.approx(len(audio) / rate, abs=0.1 if fmt == "mp3" else 0.03)
+    # It is the same speech: its loudness envelope follows the original's.
+    ref = np.asarray(soxr.resample(audio, rate, u.SAMPLE_RATE), dtype=np.float32)
+    n = min(len(ref), len(dec.audio)) // 240 * 240
+    a = u.window_levels(ref[:n])
+    b = u.window_levels(dec.audio[:n])
+    lag = int(np.argmax(np.correlate(b - b.mean(), a - a.mean(), "full"))) - (len(a) - 1)
+    assert abs(lag) <= 10  # within 100 ms
+    shifted = np.roll(b, -lag)
+    assert np.corrcoef(a[20:-20], shifted[20:-20])[0, 1] > 0.9
+
+
+def test_stereo_and_other_rates_become_mono_24k(speech: tuple[Audio, int]) -> None:
+    audio, rate = speech
+    for src_rate in (16000, 48000):
+        x = np.asarray(soxr.resample(audio, rate, src_rate), dtype=np.float32)
+        dec = u.prepare(encode(x, src_rate, WAV, channels=2), LIMITS)
+        assert dec.source_rate == src_rate
+        assert dec.duration_s == pytest.approx(len(audio) / rate, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("args", "found"),
+    [
+        (["-c:a", "aac", "-f", "mp4"], "QuickTime / MOV"),  # an .m4a
+        (["-c:a", "flac", "-f", "ogg"], "flac audio in an Ogg file"),
+        (["-c:a", "pcm_s16le", "-f", "aiff"], "Audio IFF"),
+        (["-c:a", "libopus", "-f", "caf"], "Apple CAF"),
+    ],
+)
+def test_other_formats_are_refused_naming_the_accepted_ones(
+    args: list[str], found: str, speech: tuple[Audio, int]
+) -> None:
+    audio, rate = speech
+    exc = refused(encode(audio, rate, args))
+    assert (exc.status, exc.code) == (415, "unsupported_format")
+    assert found in exc.message
+    for name in ("WAV", "FLAC", "MP3", "Ogg (Opus or Vorbis)", "WebM"):
+        assert name in exc.message
+
+
+def test_not_audio_at_all_is_415() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+    for data in (png, b"hello, this is text and not a recording\n" * 50):
+        exc = refused(data)
+        assert (exc.status, exc.code) == (415, "unsupported_format")
+        assert "accepted formats: WAV" in exc.message
+
+
+def test_damaged_files_of_accepted_kinds_are_422(samples: dict[str, bytes]) -> None:
+    exc = refused(b"")
+    assert (exc.status, exc.code, exc.message) == (
+        422,
+        "audio_undecodable",
+        "the audio file is empty",
+    )
+    exc = refused(samples["wav"][:44])  # the header, no samples
+    assert (exc.status, exc.code) == (422, "audio_undecodable")
+    assert "WAV" in exc.message
+    rng = np.random.default_rng(3)
+    for fmt, keep in (("ogg-opus", 200), ("mp3", 600), ("flac", 100)):
+        data = bytearray(samples[fmt])
+        data[keep:] = rng.integers(0, 256, len(data) - keep, dtype=np.uint8).tobytes()
+        exc = refused(bytes(data))
+        assert (exc.status, exc.code) == (422, "audio_undecodable"), (fmt, exc.message)
+
+
+def test_too_large() -> None:
+    exc = refused(b"\0" * 5000, u.UploadLimits(max_bytes=4096))
+    assert (exc.status, exc.code) == (413, "audio_too_large")
+    assert "5000 bytes" in exc.message and "limit is 4096 bytes" in exc.message
+
+
+def test_too_short_and_too_long(speech: tuple[Audio, int]) -> None:
+    audio, rate = speech
+    exc = refused(encode(audio[: int(1.5 * rate)], rate, WAV))
+    assert (exc.status, exc.code) == (422, "audio_too_short")
+    assert "1.50 s" in exc.message and "at least 3 s" in exc.message
+    long = np.tile(audio, 6)  # 36 s
+    exc = refused(encode(long, rate, ACCEPTED["ogg-opus"]))
+    assert (exc.status, exc.code) == (422, "audio_too_long")
+    assert "36.0 s" in exc.message and "at most 30 s" in exc.message
+    # The limits are settings.
+    assert u.prepare(encode(long, rate, WAV), u.UploadLimits(max_s=40)).duration_s > 35
+    exc = refused(encode(audio, rate, WAV), u.UploadLimits(min_s=8))
+    assert exc.code == "audio_too_short" and "at least 8 s" in exc.message
+
+
+def test_a_small_file_that_expands_to_hours_is_cut_short() -> None:
+    silence = np.zeros(16000 * 3600, dtype=np.float32)  # an hour, a few kB as FLAC
+    data = encode(silence, 16000, ACCEPTED["flac"])
+    assert len(data) < 2_000_000
+    t0 = time.perf_counter()
+    exc = refused(data)
+    assert time.perf_counter() - t0 < 5
+    assert exc.code == "audio_too_long" and "3600.0 s long" in exc.message
+
+
+def test_silence_is_refused() -> None:
+    zeros = np.zeros(16000 * 5, dtype=np.float32)
+    exc = refused(encode(zeros, 16000, WAV))
+    assert (exc.status, exc.code) == (422, "audio_silent")
+    assert "digital silence" in exc.message and "-50 dBFS" in exc.message
+    hiss = np.random.default_rng(1).normal(0, 10 ** (-66 / 20), 16000 * 5).astype(np.float32)
+    exc = refused(encode(hiss, 16000, ["-c:a", "pcm_f32le", "-f", "wav"]))
+    assert exc.code == "audio_silent"
+    assert "dBFS, below the -50 dBFS threshold" in exc.message
+    # The threshold is a setting.
+    assert u.prepare(
+        encode(hiss, 16000, ["-c:a", "pcm_f32le", "-f", "wav"]), u.UploadLimits(silence_dbfs=-70)
+    ).duration_s == pytest.approx(5)
+
+
+def test_loudness_is_normalised(speech: tuple[Audio, int]) -> None:
+    audio, rate = speech
+    assert abs(speech_db(np.asarray(audio)) - -20) > 3  # Piper's own level is not -20
+    for scale in (0.01, 0.3, 1.0):  # -40 dB quieter up to as loud as it gets
+        dec = u.prepare(encode(audio * scale, rate, ACCEPTED["flac"]), LIMITS)
+        assert speech_db(dec.audio) == pytest.approx(-20, abs=0.5)
+        assert float(np.max(np.abs(dec.audio))) <= 10 ** (-1 / 20) + 1e-3
+    # A click that would clip: the gain stops at the peak limit instead.
+    clicky = np.asarray(audio * 0.05, dtype=np.float32)
+    clicky[rate : rate + 20] = 0.9
+    dec = u.prepare(encode(clicky, rate, WAV), LIMITS)
+    assert float(np.max(np.abs(dec.audio))) == pytest.approx(10 ** (-1 / 20), abs=2e-3)
+    assert speech_db(dec.audio) < -20
+    dec = u.prepare(encode(audio, rate, WAV), u.UploadLimits(target_dbfs=-26))
+    assert speech_db(dec.audio) == pytest.approx(-26, abs=0.5)
+
+
+def test_pcm16_round_trip() -> None:
+    x = np.sin(np.linspace(0, 100, 24000)).astype(np.float32) * 0.5
+    y = u.from_pcm16(u.to_pcm16(x))
+    assert y.dtype == np.float32 and np.max(np.abs(x - y)) < 1 / 32767
+
+
+CHECK = {"piper": False, "f5": True}
+
+
+def fields(**kw: str) -> u.Fields:
+    args = {"name": "Alice", "transcript": "Some words.", "language": "en", "engine": "f5"}
+    args.update(kw)
+    return u.check_fields(
+        args["name"],
+        args["transcript"],
+        args["language"],
+        args["engine"],
+        LIMITS,
+        CHECK,
+        ["en", "zh"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "code", "words"),
+    [
+        ({"name": "  "}, "name_invalid", "needs a name"),
+        ({"name": "x" * 65}, "name_invalid", "65 characters; at most 64"),
+        ({"name": "bad\x07name"}, "name_invalid", "control characters"),
+        ({"transcript": " \n "}, "transcript_missing", "transcript is empty"),
+        ({"transcript": "word " * 250}, "transcript_too_long", "1249 characters; at most 1000"),
+        (
+            {"language": "fr"},
+            "unknown_language",
+            "'fr' is not spoken by engine 'f5'; it speaks en, zh",
+        ),
+        (
+            {"engine": "piper"},
+            "engine_cannot_clone",
+            "'piper' cannot clone voices; upload with engine 'f5'",
+        ),
+        ({"engine": "bark"}, "unknown_engine", "no engine 'bark'"),
+    ],
+)
+def test_field_errors(kw: dict[str, str], code: str, words: str) -> None:
+    with pytest.raises(u.UploadError) as exc:
+        fields(**kw)
+    assert (exc.value.status, exc.value.code) == (422, code)
+    assert words in exc.value.message
+
+
+def test_f5_not_enabled_on_this_node() -> None:
+    with pytest.raises(u.UploadError) as exc:
+        u.check_fields("A", "Words.", "en", "f5", LIMITS, {"piper": False}, [])
+    assert exc.value.code == "engine_not_enabled" and "f5_enabled" in exc.value.message
+
+
+def test_fields_are_tidied() -> None:
+    f = fields(name="  My   voice ", transcript=" Some\nwords. ", language="EN-us", engine="")
+    assert f == u.Fields("My voice", "Some words.", "en", "f5")
