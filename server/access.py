@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("voxwire.access")
 
+_NO_STORE = (
+    "the shared state store (Redis) is not reachable, so API keys cannot be checked; retry shortly"
+)
 _PUBLIC_EXACT = frozenset({"/health", "/", "/demo", "/docs", "/openapi.json"})
 _PUBLIC_PREFIX = ("/demo/", "/docs/")
 _ERROR_TYPE = {
@@ -35,6 +39,7 @@ _ERROR_TYPE = {
     401: "authentication_error",
     403: "permission_error",
     429: "rate_limit_error",
+    503: "service_unavailable_error",
 }
 
 
@@ -69,13 +74,19 @@ class AccessControl:
                 ),
             )
             return
-        if is_public(scope["path"]) or not await self.state.keys.enabled():
-            await self.app(scope, receive, send)
-            return
         try:
-            kid, via_token = await self._authenticate(headers, scope.get("query_string", b""))
+            if is_public(scope["path"]) or not await self.state.keys.enabled():
+                kid = None
+            else:
+                kid, via_token = await self._authenticate(headers, scope.get("query_string", b""))
         except AuthError as exc:
             await self._deny(scope, send, exc)
+            return
+        except (RedisError, OSError):
+            await self._deny(scope, send, AuthError(503, "state_unavailable", _NO_STORE))
+            return
+        if kid is None:  # open access, or a public page
+            await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})["key_id"] = kid
         scope["state"]["via_token"] = via_token

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from redis.exceptions import RedisError
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -82,7 +84,14 @@ class KeyRing:
         if now >= self._checked_until:
             # Cached briefly: this runs on every request. The flag stays when the last
             # key is revoked, so revoking keys never opens the server.
-            self._redis_has_keys = bool(await self._redis.exists(self._redis_key + ":required"))
+            try:
+                self._redis_has_keys = bool(await self._redis.exists(self._redis_key + ":required"))
+            except (RedisError, OSError):
+                # Redis is away: what was last seen holds (an open server stays open and
+                # a locked one locked); with nothing seen yet, the caller answers 503.
+                if self._checked_until == 0.0:
+                    raise
+                return self._redis_has_keys
             self._checked_until = now + 2.0
         return self._redis_has_keys
 

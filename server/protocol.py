@@ -127,11 +127,11 @@ class Done(msgspec.Struct, tag="done", kw_only=True):
     frames: int
 
 
-class Error(msgspec.Struct, tag="error", kw_only=True):
+class Error(msgspec.Struct, tag="error", kw_only=True, omit_defaults=True):
     code: str
     message: str
-    fatal: bool = False
-    resume: ResumeHint | None = None
+    fatal: bool  # always sent: the connection closes after a fatal error
+    resume: ResumeHint | None = None  # sent only when the session can be resumed
 
 
 ServerMessage = Ready | Segment | Flushed | Cancelled | Done | Error

@@ -29,7 +29,7 @@ class Voice(msgspec.Struct, kw_only=True, omit_defaults=True):
     engine: str
     language: str
     sample_rate: int
-    builtin: bool = True
+    builtin: bool
     transcript: str | None = None
     created: float | None = None
     duration_s: float | None = None

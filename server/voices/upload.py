@@ -16,8 +16,9 @@ and then scales everything it generates back down by the same factor; without th
 step a quiet upload would speak quietly forever. With it, every uploaded voice speaks
 at about the same level, and the stored 16-bit audio uses its range well.
 
-Decoding stops as soon as the audio is longer than the limit allows, so a small
-file that expands to hours (a FLAC of silence) costs no more than ``max_s`` of work.
+Past the length limit, decoded frames are only counted (to name the length), and
+decoding stops at ten times the limit, so a small file that expands to hours (a FLAC
+of silence) costs little.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _ACCEPTED: dict[str, tuple[str, ...]] = {
 }
 _KIND = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3", "ogg": "Ogg", "matroska,webm": "WebM"}
 _WIN_S = 0.01
+_COUNT_FACTOR = 10
 _SPEECH_RANGE_DB = 30.0  # windows this far below the loudest are pauses, not speech
 
 
@@ -248,34 +250,34 @@ def decode(data: bytes, limits: UploadLimits) -> Decoded:
         stream = container.streams.audio[0]
         codec = stream.codec_context.name
         if not codec.startswith(_ACCEPTED[fmt]):
-            raise _unsupported(f"{codec} audio in an {_KIND[fmt]} file")
+            raise _unsupported(f"{codec} audio in the {_KIND[fmt]} container")
         rate = int(stream.codec_context.sample_rate or stream.sample_rate or 0)
         if rate <= 0:
             raise UploadError(
                 422, "audio_undecodable", "the audio stream has no sample rate", "audio"
             )
-        declared = (
-            float(stream.duration * stream.time_base)
-            if stream.duration is not None and stream.time_base is not None
-            else (container.duration / 1e6 if container.duration else None)
-        )
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        cap = int(limits.max_s * rate) + rate  # a second past the limit proves it too long
+        keep = int(limits.max_s * rate) + rate  # a second past the limit proves it too long
+        # Past the limit, frames are only counted (to name the length), up to ten times it.
+        count = int(limits.max_s * rate) * _COUNT_FACTOR
         parts: list[Audio] = []
-        n = 0
+        kept = total = 0
         try:
             for frame in container.decode(stream):
+                total += frame.samples
+                if total > count:
+                    break
+                if kept > keep:
+                    continue
                 for out in resampler.resample(frame):
                     a = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                     parts.append(a)
-                    n += len(a)
-                if n > cap:
-                    break
-            if n <= cap:
+                    kept += len(a)
+            if kept <= keep:
                 for out in resampler.resample(None):
                     a = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                     parts.append(a)
-                    n += len(a)
+                    kept += len(a)
         except av.FFmpegError as exc:
             raise UploadError(
                 422,
@@ -283,20 +285,25 @@ def decode(data: bytes, limits: UploadLimits) -> Decoded:
                 f"the {_KIND[fmt]} ({codec}) audio does not decode: {exc}",
                 "audio",
             ) from None
-    if n == 0:
+    if total > count:
+        raise UploadError(
+            422,
+            "audio_too_long",
+            f"the audio is longer than {count / rate:g} s; at most {limits.max_s:g} s",
+            "audio",
+        )
+    if kept > keep:
+        raise UploadError(
+            422,
+            "audio_too_long",
+            f"the audio is {total / rate:.1f} s long; at most {limits.max_s:g} s",
+            "audio",
+        )
+    if kept == 0:
         raise UploadError(
             422, "audio_undecodable", f"the {_KIND[fmt]} file holds no audio samples", "audio"
         )
     x = np.concatenate(parts)
-    if n > cap:
-        length = (
-            f"{declared:.1f} s long"
-            if declared is not None and declared > limits.max_s
-            else f"longer than {limits.max_s + 1:g} s"
-        )
-        raise UploadError(
-            422, "audio_too_long", f"the audio is {length}; at most {limits.max_s:g} s", "audio"
-        )
     if not np.all(np.isfinite(x)):
         raise UploadError(422, "audio_undecodable", "the audio has invalid samples", "audio")
     if rate != SAMPLE_RATE:

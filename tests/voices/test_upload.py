@@ -63,10 +63,10 @@ def test_stereo_and_other_rates_become_mono_24k(speech: tuple[Audio, int]) -> No
 @pytest.mark.parametrize(
     ("args", "found"),
     [
-        (["-c:a", "aac", "-f", "mp4"], "QuickTime / MOV"),  # an .m4a
-        (["-c:a", "flac", "-f", "ogg"], "flac audio in an Ogg file"),
-        (["-c:a", "pcm_s16le", "-f", "aiff"], "Audio IFF"),
-        (["-c:a", "libopus", "-f", "caf"], "Apple CAF"),
+        (["-c:a", "aac", "-movflags", "frag_keyframe+empty_moov", "-f", "mp4"], "QuickTime / MOV"),
+        (["-c:a", "flac", "-f", "ogg"], "flac audio in the Ogg container"),
+        (["-c:a", "adpcm_ms", "-f", "wav"], "adpcm_ms audio in the WAV container"),
+        (["-c:a", "pcm_s16be", "-f", "au"], "Sun AU"),
     ],
 )
 def test_other_formats_are_refused_naming_the_accepted_ones(
@@ -117,10 +117,12 @@ def test_too_short_and_too_long(speech: tuple[Audio, int]) -> None:
     exc = refused(encode(audio[: int(1.5 * rate)], rate, WAV))
     assert (exc.status, exc.code) == (422, "audio_too_short")
     assert "1.50 s" in exc.message and "at least 3 s" in exc.message
-    long = np.tile(audio, 6)  # 36 s
-    exc = refused(encode(long, rate, ACCEPTED["ogg-opus"]))
+    long = np.tile(audio, 6)  # about 36 s
+    exc = refused(encode(long, rate, WAV))
     assert (exc.status, exc.code) == (422, "audio_too_long")
-    assert "36.0 s" in exc.message and "at most 30 s" in exc.message
+    assert f"{len(long) / rate:.1f} s long; at most 30 s" in exc.message
+    exc = refused(encode(long, rate, ACCEPTED["ogg-opus"]))  # the length is Ogg's estimate
+    assert exc.code == "audio_too_long" and "at most 30 s" in exc.message
     # The limits are settings.
     assert u.prepare(encode(long, rate, WAV), u.UploadLimits(max_s=40)).duration_s > 35
     exc = refused(encode(audio, rate, WAV), u.UploadLimits(min_s=8))
@@ -134,7 +136,7 @@ def test_a_small_file_that_expands_to_hours_is_cut_short() -> None:
     t0 = time.perf_counter()
     exc = refused(data)
     assert time.perf_counter() - t0 < 5
-    assert exc.code == "audio_too_long" and "3600.0 s long" in exc.message
+    assert exc.code == "audio_too_long" and "longer than 300 s; at most 30 s" in exc.message
 
 
 def test_silence_is_refused() -> None:
@@ -154,8 +156,8 @@ def test_silence_is_refused() -> None:
 
 def test_loudness_is_normalised(speech: tuple[Audio, int]) -> None:
     audio, rate = speech
-    assert abs(speech_db(np.asarray(audio)) - -20) > 3  # Piper's own level is not -20
-    for scale in (0.01, 0.3, 1.0):  # -40 dB quieter up to as loud as it gets
+    for scale in (0.03, 0.3, 1.0):  # speech at about -50, -30 and -20 dBFS in
+        assert speech_db(np.asarray(audio * scale)) < -19
         dec = u.prepare(encode(audio * scale, rate, ACCEPTED["flac"]), LIMITS)
         assert speech_db(dec.audio) == pytest.approx(-20, abs=0.5)
         assert float(np.max(np.abs(dec.audio))) <= 10 ** (-1 / 20) + 1e-3
@@ -203,7 +205,7 @@ def fields(**kw: str) -> u.Fields:
         (
             {"language": "fr"},
             "unknown_language",
-            "'fr' is not spoken by engine 'f5'; it speaks en, zh",
+            "'fr' is not spoken by engine 'f5' on this node; it speaks en, zh",
         ),
         (
             {"engine": "piper"},
