@@ -75,6 +75,7 @@ class SessionMeta(msgspec.Struct, kw_only=True):
     speed: float
     output: p.OutputFormat
     key_id: str | None
+    started_at: float  # wall clock: max_session_s counts from here, across resumes
 
 
 class Session:
@@ -176,7 +177,10 @@ class Session:
             st.sessions.discard(self)
             if self.journal is not None:
                 # A finished session is forgotten; any other keeps its state for resume.
-                await self.journal.close(self.close_reason == "done", self.settings.close_grace_s)
+                # The state outlives a dropped connection and a drain (to be resumed); a
+                # session this server ended (done, or a fatal error) is forgotten at once.
+                resumable = self.close_reason in ("", "server draining", "server_draining")
+                await self.journal.close(not resumable, self.settings.close_grace_s)
             self.closed.set()
             if self.key_id is not None:
                 with contextlib.suppress(RedisError, OSError):
@@ -301,6 +305,7 @@ class Session:
                 speed=self.speed,
                 output=self.output,
                 key_id=self.key_id,
+                started_at=time.time() - (time.monotonic() - self.connected_at),
             )
             try:
                 await store.create(
@@ -519,6 +524,8 @@ class Session:
         self.session_id = snap.session_id
         self.log = log.bind(session_id=self.session_id)
         self.resumed = True
+        # max_session_s is the session's, not the connection's
+        self.connected_at = time.monotonic() - max(0.0, time.time() - meta.started_at)
         self.state.metrics.resumes.inc()
         if snap.carry:  # the start of the next frame, cut at the last chunk's end
             self.pipeline.carry_in(np.frombuffer(snap.carry, dtype=np.float32))

@@ -331,3 +331,16 @@ async def test_sessions_tokens_and_the_replay_window_expire() -> None:
         await ws.close()
     finally:
         srv.stop()
+
+
+async def test_a_finished_session_is_forgotten(server: ServerProcess) -> None:
+    ws, first = await _start(server.ws_url)
+    ready = first.of("ready")[0]
+    await send(ws, type="text", text="Done now.")
+    await send(ws, type="end")
+    first = await recv_until(ws, first, timeout=30)
+    assert first.close_code == 1000 and first.of("done")
+    req = {"session_id": ready["session_id"], "token": ready["resume_token"]}
+    ws2, rec = await _start(server.ws_url, resume=req)
+    rec = await recv_until(ws2, rec, timeout=10)
+    assert rec.of("error")[-1]["code"] == "session_expired"

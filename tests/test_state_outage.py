@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 
 import httpx
 import websockets
 
-from tests.support import Received, RedisProcess, ServerProcess, connect, recv_until, send
+from tests.support import ROOT, Received, RedisProcess, ServerProcess, connect, recv_until, send
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. We will meet again tomorrow morning at "
@@ -77,6 +79,40 @@ async def test_redis_stopped_and_restarted_under_running_sessions() -> None:
             await asyncio.sleep(0.2)
         assert back.of("ready")[0]["resume_token"]
         assert srv.log_events("state_store_recovered")
+    finally:
+        srv.stop()
+        redis.stop()
+
+
+def _new_key(redis_url: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "server", "keys", "new", "--redis-url", redis_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return made.stdout.strip()
+
+
+async def test_keys_held_in_redis_cannot_be_checked_while_it_is_down() -> None:
+    """A locked server stays locked: a key it cannot check gets 503 state_unavailable."""
+    redis = RedisProcess()
+    auth = {"Authorization": f"Bearer {_new_key(redis.url)}"}
+    srv = ServerProcess(redis_url=redis.url)
+    try:
+        srv.wait_ready()
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(srv.http + "/v1/engines", headers=auth)).status_code == 200
+            redis.stop()
+            r = await client.get(srv.http + "/v1/engines", headers=auth)
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "state_unavailable"
+            assert "API keys cannot be checked" in r.json()["error"]["message"]
+            r = await client.get(srv.http + "/v1/engines")  # still locked without a key
+            assert r.status_code == 401
+            assert (await client.get(srv.http + "/health")).status_code == 200
     finally:
         srv.stop()
         redis.stop()
