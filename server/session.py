@@ -27,6 +27,7 @@ from server import protocol as p
 from server.auth import key_of
 from server.engines.worker import (
     ChunkDone,
+    ChunkPcm,
     EngineFailed,
     EngineWorker,
     Job,
@@ -35,7 +36,13 @@ from server.engines.worker import (
     UtteranceDone,
 )
 from server.journal import Journal
-from server.state.sessions import Commit, ResumeUnavailable, SessionStore, StoredFrame
+from server.state.sessions import (
+    ChunkAudio,
+    Commit,
+    ResumeUnavailable,
+    SessionStore,
+    StoredFrame,
+)
 from server.state.tokens import ResumeTokenError
 from server.streaming.chunker import SentenceChunker
 from server.streaming.encoder import OpusEncoder, make_encoder
@@ -549,6 +556,25 @@ class Session:
             self.outbox.put_frame(f.audio)
         self.state.metrics.frames_replayed.inc(len(frames))
         pos = snap.done_chars
+        if snap.chunk is not None:  # finish the chunk in progress from its engine audio
+            ch = snap.chunk
+            assert self.worker is not None
+            self.worker.submit(
+                Job(
+                    self,
+                    self.generation,
+                    "chunk",
+                    text=snap.text[pos : pos + ch.chars],
+                    voice=self.voice,
+                    speed=self.speed,
+                    index=ch.index,
+                    audio=np.frombuffer(ch.pcm, dtype=np.float32),
+                    skip_frames=snap.frames - ch.first,
+                )
+            )
+            self.pending_chars += ch.chars
+            self.segments = max(self.segments, ch.index + 1)
+            pos += ch.chars
         for offset, kind in snap.marks[snap.marks_done :]:
             self._submit_chunks(self.chunker.push(snap.text[pos:offset]))
             pos = offset
@@ -568,6 +594,7 @@ class Session:
             replayed=len(frames),
             epoch=snap.epoch,
             pending_chars=len(snap.text) - snap.done_chars,
+            chunk_in_progress=snap.chunk is not None,
         )
 
     def _text(self, text: str) -> None:
@@ -637,6 +664,10 @@ class Session:
     def can_take_work(self) -> bool:
         return self.outbox.audio_s < self.settings.max_unsent_audio_s
 
+    def wants_chunk_pcm(self) -> bool:
+        j = self.journal
+        return j is not None and not j.broken and self.worker is not None and self.worker.chunk_pcm
+
     def deliver(self, generation: int, items: list[Output]) -> None:
         if generation != self.generation or self.closing:
             return  # late output of cancelled work
@@ -644,9 +675,14 @@ class Session:
         if j is None or j.broken:
             self._release(generation, items)
             return
-        # Resume: a chunk's frames are journaled whole, then sent (see server/state/sessions).
+        # Resume: output is journaled, then sent (see server/state/sessions.py): slice by
+        # slice after the chunk's engine audio, or (a worker that cannot hand that over
+        # first) the whole chunk at its end.
         self._uncommitted.extend(items)
-        if not any(isinstance(i, ChunkDone | UtteranceDone | EngineFailed) for i in items):
+        whole_chunks = self.worker is not None and not self.worker.chunk_pcm
+        if whole_chunks and not any(
+            isinstance(i, ChunkDone | UtteranceDone | EngineFailed) for i in items
+        ):
             return
         batch, self._uncommitted = self._uncommitted, []
         j.commit(self._commit_of(batch, j.frames), lambda: self._release(generation, batch))
@@ -664,8 +700,11 @@ class Session:
                 message = p.encode_server_message(
                     p.Segment(index=item.index, text=item.text, first_frame=n)
                 )
+            elif isinstance(item, ChunkPcm):
+                c.chunk = ChunkAudio(index=item.index, first=n, chars=item.chars, pcm=item.pcm)
             elif isinstance(item, ChunkDone):
                 c.chars += item.chars
+                c.chunk_done = True
                 self._carry = item.carry
                 self._seg_committed = max(self._seg_committed, item.index + 1)
             elif isinstance(item, UtteranceDone):
@@ -674,6 +713,7 @@ class Session:
                 self._carry = b""
             elif isinstance(item, EngineFailed) and item.retry is None:
                 c.chars += item.chars  # that text is given up on
+                c.chunk_done = True
         c.carry = self._carry
         c.segments = self._seg_committed
         return c

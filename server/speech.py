@@ -166,6 +166,9 @@ class _Request:
     def can_take_work(self) -> bool:
         return self.unsent_frames * 0.02 < _MAX_UNSENT_S
 
+    def wants_chunk_pcm(self) -> bool:
+        return False
+
     def deliver(self, generation: int, items: list[Output]) -> None:
         if generation == self.generation:
             self.unsent_frames += sum(1 for i in items if isinstance(i, bytes))

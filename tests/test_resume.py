@@ -28,7 +28,12 @@ FOX = "The quick brown fox jumps over the lazy dog. "
 STATION = "We will meet again tomorrow morning at the station. "
 PART_A = FOX + STATION + "A journey of a thousand miles begins with a single step. "
 PART_B = "Please call Stella and ask her to bring these things with her from the store. "
-LONG = PART_A + PART_B + "Then " + PART_A  # long enough to be mid-way when A is killed
+# A first chunk of ~7 s with no clause break: A is killed while it is still encoding it.
+FIRST = (
+    "Please call Stella and ask her to bring these things with her from the store and then "
+    "we will meet again tomorrow morning. "
+)
+LONG = FIRST + PART_A + PART_B
 OVERLAP = 10  # frames B re-sends that A had already sent: they must be byte-identical
 
 
@@ -158,6 +163,9 @@ async def test_resume_after_sigkill_on_another_node(
     )
     second = await recv_until(ws2, second, timeout=90)
     _check_whole(first, second, from_frame, LONG)
+    # B finished the chunk A was encoding from its journaled audio, then went on
+    resumed = b.log_events("session_resumed")[-1]
+    assert resumed["chunk_in_progress"] is True, resumed
 
 
 async def test_drain_closes_with_a_resume_hint_and_another_node_finishes(

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import structlog
 
 from server.engines.base import Audio, Engine, EngineError
@@ -53,6 +54,16 @@ class SegmentStart:
 
     index: int
     text: str
+
+
+@dataclass(slots=True)
+class ChunkPcm:
+    """A chunk's whole engine audio, handed over before any of its frames (resume: the
+    session journals it, so another node can finish the chunk from it)."""
+
+    index: int
+    chars: int
+    pcm: bytes  # float32 mono at the engine's rate
 
 
 @dataclass(slots=True)
@@ -86,7 +97,7 @@ class EngineFailed:
     chars: int = 0  # text of the failed chunk, given up on (no retry)
 
 
-Output = bytes | SegmentStart | ChunkDone | UtteranceDone | EngineFailed
+Output = bytes | SegmentStart | ChunkPcm | ChunkDone | UtteranceDone | EngineFailed
 
 
 class JobOwner(Protocol):
@@ -98,6 +109,10 @@ class JobOwner(Protocol):
     pipeline_generation: int  # touched only by the worker thread running the session's job
 
     def can_take_work(self) -> bool: ...
+
+    def wants_chunk_pcm(self) -> bool:
+        """Whether chunks' engine audio should be handed over whole before encoding."""
+        ...
 
     def deliver(self, generation: int, items: list[Output]) -> None:
         """Called on the event loop with output of a job of ``generation``."""
@@ -116,6 +131,10 @@ class Job:
     # job's first _URGENT_S of audio is out, so the rest of it may be paused for others.
     first: bool = False
     index: int = 0
+    # Resume: finish a chunk from its journaled engine audio instead of the engine,
+    # dropping the first ``skip_frames`` frames (another node already sent them).
+    audio: Audio | None = None
+    skip_frames: int = 0
     queued_at: float = field(default_factory=time.perf_counter)
     # EngineWorker preemption: the loop sets yield_requested to have the running job
     # pause at its next slice; where it stopped is kept in resume (for that worker only).
@@ -222,6 +241,10 @@ class FairQueue:
 
 
 class EngineWorker:
+    # Hands a chunk's engine audio over whole (ChunkPcm) when its owner asks: resume
+    # then streams each slice as soon as it is journaled (server/state/sessions.py).
+    chunk_pcm = True
+
     def __init__(
         self,
         engine: Engine,
@@ -365,8 +388,24 @@ class EngineWorker:
         urgent_n = int(self.engine.sample_rate * _URGENT_S)
         try:
             if r is None or r.worker is not self:
-                pieces = iter(self.engine.synthesize(job.text, job.voice, job.speed))
-                r = Resume(self, pieces, [SegmentStart(job.index, job.text)])
+                head: list[Output] = [] if job.skip_frames else [SegmentStart(job.index, job.text)]
+                if job.audio is not None:
+                    pieces: Iterator[Audio] = iter([job.audio])
+                elif owner.wants_chunk_pcm():
+                    # The whole chunk first, journaled before its first frame leaves.
+                    # Piper makes a sentence at once anyway; a chunk of several
+                    # sentences waits for all of them.
+                    whole: list[Audio] = []
+                    for part in self.engine.synthesize(job.text, job.voice, job.speed):
+                        if not live():
+                            return False
+                        whole.append(part)
+                    audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
+                    head.append(ChunkPcm(job.index, len(job.text), audio.tobytes()))
+                    pieces = iter([audio])
+                else:
+                    pieces = iter(self.engine.synthesize(job.text, job.voice, job.speed))
+                r = Resume(self, pieces, head)
             while True:
                 if r.piece is None:
                     if job.yield_requested:
@@ -384,6 +423,10 @@ class EngineWorker:
                     start = r.offset
                     r.offset = start + slice_n
                     frames = pipe.push(r.piece[start : r.offset])
+                    if job.skip_frames and frames:
+                        n = min(job.skip_frames, len(frames))
+                        job.skip_frames -= n
+                        frames = frames[n:]
                     r.pushed_n += len(r.piece[start : r.offset])
                     if job.first and r.pushed_n >= urgent_n:
                         job.first = False  # its listener has audio: it may now be paused
@@ -411,7 +454,12 @@ class EngineWorker:
             job.yield_requested = False
             job.resume = r
             return True
-        r.pending.extend(pipe.end_chunk())
+        last = pipe.end_chunk()
+        if job.skip_frames:
+            n = min(job.skip_frames, len(last))
+            job.skip_frames -= n
+            last = last[n:]
+        r.pending.extend(last)
         r.pending.append(
             ChunkDone(
                 job.index,

@@ -5,13 +5,17 @@ resume it on any node: the record (its settings, counters and owner), the text i
 accepted (appended as it arrives), its flush/end marks (with their text offsets),
 and a bounded replay window of the encoded frames it committed.
 
-Frames are committed a whole text chunk at a time, before any of them is sent, in
-one atomic step with the counters (``commit``). So the state in the store always
-sits on a chunk boundary: the frames of chunks ``< k`` are there, and the text from
-``done_chars`` on is still to be synthesized. A node that takes a session over
-replays the window and synthesizes the rest; no frame is lost or repeated, even
-when the old node died mid-chunk (the engines are not deterministic, so half a
-chunk could not be regenerated to match).
+Nothing is sent before it is here. A chunk's engine audio (PCM) is journaled before
+its first frame is encoded, and each slice of frames is committed before it is sent,
+in one atomic step with the counters (``commit``). A node that takes a session over
+replays the window, re-encodes the rest of the chunk in progress from its journaled
+PCM (skipping the frames already committed: same samples, same frame grid), then
+synthesizes the text from there on. No frame is lost or repeated, even when the old
+node died mid-chunk; regenerating the chunk instead would not do, because the
+engines are not deterministic (Piper's noise, F5's sampling).
+
+An engine worker that cannot journal a chunk's audio ahead (F5's batched worker,
+whose chunk arrives piece by piece) commits a chunk's frames whole at its end.
 
 Every write names the writer (``owner``, one per attachment of a session to a
 connection). ``takeover`` gives the session a new owner; the old one's writes are
@@ -47,9 +51,20 @@ class StoredFrame(msgspec.Struct, array_like=True):
     message: str  # a text message sent just before the frame ("" for none)
 
 
-class Commit(msgspec.Struct, kw_only=True):
-    """One chunk's (or one flush/end mark's) output, made durable at once."""
+class ChunkAudio(msgspec.Struct, kw_only=True):
+    """The chunk being spoken: its engine audio, journaled before its first frame."""
 
+    index: int  # segment index
+    first: int  # number of its first frame
+    chars: int  # its text: the next ``chars`` characters after ``done_chars``
+    pcm: bytes  # float32 mono at the engine's rate
+
+
+class Commit(msgspec.Struct, kw_only=True):
+    """Output made durable at once: a slice of frames, or a whole chunk, or a mark's."""
+
+    chunk: ChunkAudio | None = None  # a chunk starts (before the frames below)
+    chunk_done: bool = False  # the chunk in progress ended (with these frames)
     frames: list[StoredFrame]  # numbered from the record's ``frames`` on
     chars: int = 0  # accepted text this finishes (chunk spans are contiguous)
     marks: int = 0  # flush/end marks this finishes
@@ -73,6 +88,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
     segments: int
     text: str  # every character accepted, from the start
     marks: list[tuple[int, str]]  # (text offset, "flush" | "end"), from the start
+    chunk: ChunkAudio | None  # the chunk that was being spoken, if any
 
 
 class SessionStore(Protocol):
@@ -131,6 +147,7 @@ class _Mem:
     segments: int = 0
     text: list[str] = field(default_factory=list)
     marks: list[tuple[int, str]] = field(default_factory=list)
+    chunk: ChunkAudio | None = None
 
 
 class MemorySessionStore:
@@ -185,6 +202,8 @@ class MemorySessionStore:
     async def commit(self, session_id: str, owner: str, c: Commit) -> Fence:
         f, s = self._fenced(session_id, owner)
         if s is not None:
+            if c.chunk is not None:
+                s.chunk = c.chunk
             for fr in c.frames:
                 s.window.append(StoredFrame(s.frames, fr.audio, fr.message))
                 s.frames += 1
@@ -193,6 +212,8 @@ class MemorySessionStore:
             s.finished = s.finished or c.finished
             s.carry = c.carry
             s.segments = c.segments
+            if c.chunk_done:
+                s.chunk = None
         return f
 
     async def cancel(self, session_id: str, owner: str, sent: int, chars: int, marks: int) -> Fence:
@@ -204,6 +225,7 @@ class MemorySessionStore:
             s.done_chars = chars
             s.marks_done = marks
             s.carry = b""
+            s.chunk = None
         return f
 
     async def ack(self, session_id: str, owner: str, frame: int) -> Fence:
@@ -247,6 +269,7 @@ class MemorySessionStore:
             segments=s.segments,
             text="".join(s.text),
             marks=list(s.marks),
+            chunk=s.chunk,
         )
 
     async def frames_from(self, session_id: str, first: int) -> list[StoredFrame]:
@@ -259,18 +282,19 @@ class MemorySessionStore:
 
 # ---------------------------------------------------------------- Redis
 
-# KEYS: record hash, text string, marks list, frames stream. ARGV[1]: owner, ARGV[2]: ttl ms.
+# KEYS: record hash, text string, marks list, frames stream, chunk PCM string.
+# ARGV[1]: owner, ARGV[2]: ttl ms.
 _FENCE = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return 'gone' end
 if owner ~= ARGV[1] then return 'moved' end
 local function touch()
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 end
 """
 
 _CREATE = """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'meta', ARGV[3], 'maxlen', ARGV[4],
   'epoch', 0, 'frames', 0,
   'acked', -1, 'done_chars', 0, 'marks_done', 0, 'finished', 0, 'carry', '', 'segments', 0)
@@ -296,13 +320,18 @@ return 'ok'
 """
 )
 
-# ARGV[3..8]: (unused), chars, marks, finished, carry, segments; then (message, audio) pairs.
+# ARGV[3..10]: chunk ("index:first:chars" or ""), its PCM, chars, marks, finished, carry,
+# segments, chunk done; then (message, audio) pairs.
 _COMMIT = (
     _FENCE
     + """
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'chunk', ARGV[3])
+  redis.call('SET', KEYS[5], ARGV[4])
+end
 local n = tonumber(redis.call('HGET', KEYS[1], 'frames'))
 local maxlen = redis.call('HGET', KEYS[1], 'maxlen')
-for i = 9, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
   if ARGV[i] == '' then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'n', n, 'a', ARGV[i + 1])
   else
@@ -311,10 +340,14 @@ for i = 9, #ARGV, 2 do
   end
   n = n + 1
 end
-redis.call('HSET', KEYS[1], 'frames', n, 'carry', ARGV[7], 'segments', ARGV[8])
-redis.call('HINCRBY', KEYS[1], 'done_chars', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'marks_done', ARGV[5])
-if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'finished', 1) end
+redis.call('HSET', KEYS[1], 'frames', n, 'carry', ARGV[8], 'segments', ARGV[9])
+redis.call('HINCRBY', KEYS[1], 'done_chars', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'marks_done', ARGV[6])
+if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'finished', 1) end
+if ARGV[10] == '1' then
+  redis.call('HDEL', KEYS[1], 'chunk')
+  redis.call('DEL', KEYS[5])
+end
 touch()
 return 'ok'
 """
@@ -341,6 +374,8 @@ end
 local frames = tonumber(redis.call('HGET', KEYS[1], 'frames'))
 if sent < frames then redis.call('HSET', KEYS[1], 'frames', sent) end
 redis.call('HSET', KEYS[1], 'done_chars', ARGV[4], 'marks_done', ARGV[5], 'carry', '')
+redis.call('HDEL', KEYS[1], 'chunk')
+redis.call('DEL', KEYS[5])
 touch()
 return 'ok'
 """
@@ -361,16 +396,16 @@ _HEARTBEAT = _FENCE + "\ntouch()\nreturn 'ok'\n"
 
 _POISON = _FENCE + "\nredis.call('HSET', KEYS[1], 'broken', 1)\nreturn 'ok'\n"
 
-_DELETE = _FENCE + "\nredis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])\nreturn 'ok'\n"
+_DELETE = _FENCE + "\nredis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])\nreturn 'ok'\n"
 
 _TAKEOVER = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if redis.call('HGET', KEYS[1], 'broken') then return 'broken' end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return {redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[2]) or '',
-  redis.call('LRANGE', KEYS[3], 0, -1)}
+  redis.call('LRANGE', KEYS[3], 0, -1), redis.call('GET', KEYS[5]) or ''}
 """
 
 
@@ -400,7 +435,7 @@ class RedisSessionStore:
 
     def keys(self, sid: str) -> list[str]:
         base = f"{self.prefix}session:{sid}"
-        return [base, base + ":text", base + ":marks", base + ":frames"]
+        return [base, base + ":text", base + ":marks", base + ":frames", base + ":pcm"]
 
     async def _fenced(self, script: object, sid: str, owner: str, *args: object) -> Fence:
         r = await script(keys=self.keys(sid), args=[owner, self._ttl_ms, *args])  # type: ignore[operator]
@@ -419,13 +454,16 @@ class RedisSessionStore:
         return await self._fenced(self._mark, session_id, owner, f"{offset}:{kind}")
 
     async def commit(self, session_id: str, owner: str, c: Commit) -> Fence:
+        ch = c.chunk
         args: list[object] = [
-            0,
+            f"{ch.index}:{ch.first}:{ch.chars}" if ch is not None else "",
+            ch.pcm if ch is not None else b"",
             c.chars,
             c.marks,
             1 if c.finished else 0,
             c.carry,
             c.segments,
+            1 if c.chunk_done else 0,
         ]
         for f in c.frames:
             args += [f.message, f.audio]
@@ -452,8 +490,12 @@ class RedisSessionStore:
             return None
         if not isinstance(r, list):
             raise ResumeUnavailable(session_id)
-        flat, text, marks = r
+        flat, text, marks, pcm = r
         h = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        chunk = None
+        if "chunk" in h:
+            index, first, chars = (int(x) for x in _s(h["chunk"]).split(":"))
+            chunk = ChunkAudio(index=index, first=first, chars=chars, pcm=bytes(pcm))
 
         def num(k: str) -> int:
             return int(h[k])
@@ -475,6 +517,7 @@ class RedisSessionStore:
             segments=num("segments"),
             text=_s(text),
             marks=parsed,
+            chunk=chunk,
         )
 
     async def frames_from(self, session_id: str, first: int) -> list[StoredFrame]:

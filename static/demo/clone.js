@@ -1,7 +1,7 @@
 // Voice cloning from the page: record a reference with the microphone or pick a
 // file, type its transcript, upload it (POST /v1/voices, multipart) and speak
 // with it. Shown only when GET /v1/voices offers an `upload` object:
-// {"upload": {"max_bytes", "min_s", "max_s", "formats": [...]}}.
+// {"upload": {"engine", "max_bytes", "min_s", "max_s", "formats": [...], "languages": [...]}}.
 
 import { api } from "./stream.js";
 
@@ -217,7 +217,8 @@ export class VoiceCloner {
     form.append("name", $("clone-name").value.trim());
     form.append("transcript", $("clone-transcript").value.trim());
     form.append("language", $("clone-language").value.trim() || "en");
-    form.append("engine", this.hooks.engine());
+    // the engine that clones on this server (f5), else the one picked on the page
+    form.append("engine", (this.limits && this.limits.engine) || this.hooks.engine());
     const button = $("clone-upload");
     button.disabled = true;
     this.say("Uploading…");

@@ -454,10 +454,10 @@ def wav_bytes(seconds: float) -> bytes:
 
 
 def test_clone_control_when_the_server_offers_uploads(open_demo: OpenDemo) -> None:
-    """The upload route does not exist yet. Until it does, this stands in for it
-    by adding an ``upload`` object to the real ``/v1/voices`` answer, so the
-    control's validation runs; the POST itself goes to the real server, which
-    refuses it (405), and the page must say so in words."""
+    """This server (Piper only) cannot clone, so its ``/v1/voices`` has no ``upload``
+    object; the test adds one to the real answer so the control's validation runs.
+    The POST itself goes to the real server, which refuses it (422: Piper cannot
+    clone), and the page must say so in words."""
     upload = {"max_bytes": 2_000_000, "min_s": 3, "max_s": 30, "formats": ["wav", "webm", "ogg"]}
     script = (
         "const realFetch = window.fetch;"
@@ -511,8 +511,8 @@ def test_clone_control_when_the_server_offers_uploads(open_demo: OpenDemo) -> No
     assert sent["name"] == "Me" and sent["language"] == "en" and sent["engine"] == "piper"
     page.wait_for_function(
         "() => document.getElementById('clone-msg').dataset.kind === 'error' &&"
-        " document.getElementById('clone-msg').textContent.includes('does not accept')"
+        " document.getElementById('clone-msg').textContent.includes('cannot clone voices')"
     )
     # A refused POST is logged by Chromium as a failed resource load; that one
     # console error is expected here and no other.
-    demo.console[:] = [(k, t) for k, t in demo.console if not (k == "error" and "405" in t)]
+    demo.console[:] = [(k, t) for k, t in demo.console if not (k == "error" and "422" in t)]

@@ -46,6 +46,9 @@ class Owner:
     def can_take_work(self) -> bool:
         return self.accepting
 
+    def wants_chunk_pcm(self) -> bool:
+        return False
+
     def deliver(self, generation: int, items: list[Output]) -> None:
         if generation != self.generation:
             return

@@ -123,6 +123,10 @@ class _Metrics:
 
 
 class BatchedEngineWorker(EngineWorker):
+    # A chunk arrives piece by piece from batches: with resume on, the session journals
+    # its frames whole at the chunk's end instead (server/state/sessions.py).
+    chunk_pcm = False
+
     def __init__(
         self,
         engine: F5Engine,

@@ -45,6 +45,9 @@ class Owner:
     def can_take_work(self) -> bool:
         return True
 
+    def wants_chunk_pcm(self) -> bool:
+        return False
+
     def deliver(self, generation: int, items: list[Output]) -> None:
         if generation != self.generation:
             self.late.extend(items)
