@@ -22,6 +22,7 @@ import contextlib
 import http.client
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -977,6 +978,210 @@ def bench_memory(o: Opts) -> MemoryResult:
     return res
 
 
+# ============================================================================ 6. resume
+
+
+class ResumeMode(msgspec.Struct, kw_only=True):
+    mode: str  # "off", "memory", "redis"
+    ttfa: TtfaAt
+    takeovers: int
+    takeover_first_frame_ms: dict[str, float | None]  # resume sent -> first replayed frame
+
+
+class ResumeResult(msgspec.Struct, kw_only=True):
+    modes: list[ResumeMode]
+
+
+def _redis_server() -> tuple[Subprocess, str]:
+    port = free_port()
+    proc = Subprocess(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        dict(os.environ),
+        prefix="voxwire-bench-redis-",
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError("redis-server did not start")  # fmt: skip
+
+
+async def _takeovers(url: str, o: Opts, reps: int) -> list[float]:
+    """Cut a session after its first utterance, resume it from the middle: the time from
+    the resuming ``start`` to its first replayed frame."""
+    import websockets
+
+    out: list[float] = []
+    start = {
+        "type": "start",
+        "engine": "replay",
+        "output": {"sample_rate": o.sample_rate, "frame_ms": o.frame_ms},
+    }
+    for i in range(reps):
+        async with websockets.connect(url, max_size=None) as ws:
+            await ws.send(json.dumps(start))
+            ready = json.loads(await ws.recv())
+            text = textgen.paragraph(np.random.default_rng(i), 1)
+            await ws.send(json.dumps({"type": "text", "text": text}))
+            await ws.send(json.dumps({"type": "flush"}))
+            frames = 0
+            while True:
+                msg = await ws.recv()
+                if isinstance(msg, bytes):
+                    frames += 1
+                elif json.loads(msg)["type"] == "flushed":
+                    break
+            ws.transport.abort()
+        async with websockets.connect(url, max_size=None) as ws:
+            resume = {
+                "session_id": ready["session_id"],
+                "token": ready["resume_token"],
+                "from_frame": frames // 2,
+            }
+            t0 = time.perf_counter()
+            await ws.send(json.dumps({"type": "start", "resume": resume}))
+            while not isinstance(await ws.recv(), bytes):
+                pass
+            out.append(time.perf_counter() - t0)
+            await ws.send(json.dumps({"type": "end"}))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+    return out  # fmt: skip
+
+
+def bench_resume(o: Opts) -> ResumeResult:
+    """Time to first audio with the session journal off, in memory and in Redis, side by
+    side in one run; and how soon a resumed session's first frame comes back."""
+    from server.engines.piper import PiperEngine
+    from server.engines.replay import ReplayEngine
+
+    replay = ReplayEngine(PiperEngine())
+    replay.load()
+    redis, redis_url = _redis_server()
+    modes: list[ResumeMode] = []
+    try:
+        settings: dict[str, dict[str, Any]] = {
+            "off": {"resume_window_s": 0},
+            "memory": {},
+            "redis": {"redis_url": redis_url},
+        }
+        for mode, extra in settings.items():
+            srv = _replay_server(o, **extra)
+            try:
+                cfg = _load_cfg(
+                    o,
+                    srv.ws_url,
+                    ramp_s=0.0,
+                    duration_s=3600.0,
+                    pace_playback=False,
+                    max_turns=o.ttfa_turns,
+                    sentences=(1, 2),
+                )
+                with _affinity(o.client_cpus):
+                    step, raw = asyncio.run(loadgen.run_step(cfg, 1, srv))
+                    takeovers = (
+                        []
+                        if mode == "off"
+                        else asyncio.run(_takeovers(srv.ws_url, o, o.ttfa_turns // 3))
+                    )
+                step.label = mode
+                print(report.step_line(step), flush=True)
+                eng = _engine_first_s(replay, raw.first_chunks)
+                eng_s = [eng[t] for t in raw.first_chunks]
+                over = [a - b for a, b in zip(raw.ttfa_s, eng_s, strict=True)]
+                modes.append(
+                    ResumeMode(
+                        mode=mode,
+                        ttfa=TtfaAt(
+                            sessions=1,
+                            turns=len(raw.ttfa_s),
+                            ttfa_ms=loadgen.pct(raw.ttfa_s, (50, 90, 99, 100)),
+                            engine_first_ms=loadgen.pct(eng_s, (50, 99), scale=1000.0),
+                            overhead_ms=loadgen.pct(over, (50, 90, 99, 100)),
+                            step=step,
+                        ),
+                        takeovers=len(takeovers),
+                        takeover_first_frame_ms=loadgen.pct(takeovers, (50, 90, 99, 100)),
+                    )
+                )
+            finally:
+                srv.stop()
+    finally:
+        redis.stop()
+    by = {m.mode: m for m in modes}
+    base = by["off"].ttfa.overhead_ms["p50"]
+    goals: list[Goal] = []
+    for mode in ("memory", "redis"):
+        v = by[mode].ttfa.overhead_ms["p50"]
+        extra_ms = None if v is None or base is None else round(v - base, 2)
+        goals.append(
+            _goal(f"TTFA overhead p50 added by the {mode} journal", "≤ 2 ms", extra_ms,
+                  lambda x: x <= 2)
+        )  # fmt: skip
+    rows = [
+        [
+            m.mode,
+            m.ttfa.turns,
+            m.ttfa.ttfa_ms["p50"],
+            m.ttfa.ttfa_ms["p99"],
+            m.ttfa.overhead_ms["p50"],
+            m.ttfa.overhead_ms["p99"],
+            m.ttfa.step.server_cpu_ms_per_audio_s,
+            m.takeovers or "—",
+            m.takeover_first_frame_ms["p50"] if m.takeovers else "—",
+            m.takeover_first_frame_ms["p99"] if m.takeovers else "—",
+        ]
+        for m in modes
+    ]
+    md = report.md_table(
+        (
+            "journal",
+            "turns",
+            "TTFA p50 ms",
+            "TTFA p99 ms",
+            "overhead p50 ms",
+            "overhead p99 ms",
+            "server CPU ms per audio s",
+            "resumes",
+            "resume → first frame p50 ms",
+            "p99",
+        ),
+        rows,
+    )
+    notes = [
+        "One server per row, run one after the other in this run (replay engine, one "
+        f"session, {o.ttfa_turns} turns back to back; server on CPU {_cpus(o.server_cpus)}). "
+        "off: resume_window_s=0; memory: the default (resume on the same node); redis: "
+        "a private redis-server on this machine (loopback).",
+        "TTFA and overhead as in `voxwire bench ttfa` (the replay engine's own first-samples "
+        "time subtracted). With the journal on, each chunk's engine audio and each slice of "
+        "frames is written to the journal before the slice is sent.",
+        "Resume: a session speaks one sentence, its connection is cut (TCP abort), and a new "
+        "connection resumes it from its middle frame; measured from sending the resuming "
+        "start to receiving the first replayed frame (token check, takeover, window read).",
+    ]
+    res = ResumeResult(modes=modes)
+    _finish(o, "resume", res, goals, notes, md)
+    return res
+
+
 # ============================================================================ CLI
 
 BENCHES: dict[str, Callable[[Opts], Any]] = {
@@ -985,6 +1190,7 @@ BENCHES: dict[str, Callable[[Opts], Any]] = {
     "ttfa": bench_ttfa,
     "e2e": bench_e2e,
     "memory": bench_memory,
+    "resume": bench_resume,
 }
 
 

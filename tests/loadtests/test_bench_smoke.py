@@ -125,3 +125,20 @@ def test_memory(tmp_path: Path) -> None:
     assert [p.t_s for p in s.samples] == sorted(p.t_s for p in s.samples)
     assert math.isfinite(s.slope_mib_per_min)
     _png(tmp_path / "memory.png")
+
+
+def test_resume(tmp_path: Path) -> None:
+    res = _run("resume", tmp_path)
+    r = _as(res, bench.ResumeResult)
+    assert [m.mode for m in r.modes] == ["off", "memory", "redis"]
+    for m in r.modes:
+        _sane_step(m.ttfa.step)
+        assert m.ttfa.overhead_ms["p50"] is not None
+    assert r.modes[0].takeovers == 0
+    for m in r.modes[1:]:  # every resume got its first replayed frame back
+        p50 = m.takeover_first_frame_ms["p50"]
+        assert m.takeovers >= 1 and p50 is not None and 0 < p50 < 5000
+    assert [g.name for g in res.goals] == [
+        "TTFA overhead p50 added by the memory journal",
+        "TTFA overhead p50 added by the redis journal",
+    ]

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from server.state.sessions import (
+    ChunkAudio,
     Commit,
     MemorySessionStore,
     RedisSessionStore,
@@ -132,3 +133,28 @@ async def test_delete_by_the_owner(store: SessionStore) -> None:
     await store.create("s7", "a", b"{}", replay_frames=10)
     await store.delete("s7", "a")
     assert await store.takeover("s7", "b") is None
+
+
+async def test_the_chunk_in_progress_is_kept_until_it_ends(store: SessionStore) -> None:
+    """Its engine audio, written with its first slice, is what a takeover finishes from."""
+    await store.create("s8", "a", b"{}", replay_frames=100)
+    await store.append_text("s8", "a", "One two three. Four.")
+    pcm = bytes(range(256)) * 40
+    chunk = ChunkAudio(index=0, first=0, chars=15, pcm=pcm)
+    await store.commit("s8", "a", Commit(chunk=chunk, frames=_frames("a", "b")))
+    await store.commit("s8", "a", Commit(frames=_frames("c")))
+    snap = await store.takeover("s8", "b")
+    assert snap is not None and snap.chunk == chunk and snap.frames == 3
+    assert snap.done_chars == 0  # the chunk is not done: B finishes it from its audio
+    done = Commit(frames=_frames("d"), chars=15, chunk_done=True, carry=b"\x01", segments=1)
+    assert await store.commit("s8", "b", done) == "ok"
+    snap = await store.takeover("s8", "c")
+    assert snap is not None and snap.chunk is None and snap.done_chars == 15
+    assert snap.carry == b"\x01"
+    if isinstance(store, RedisSessionStore):  # the audio is dropped with the chunk
+        assert not await store.redis.exists(store.keys("s8")[4])
+    chunk2 = ChunkAudio(index=1, first=4, chars=5, pcm=b"xyz0")
+    await store.commit("s8", "c", Commit(chunk=chunk2, frames=_frames("e")))
+    await store.cancel("s8", "c", sent=4, chars=20, marks=0)
+    snap = await store.takeover("s8", "d")
+    assert snap is not None and snap.chunk is None and snap.frames == 4
