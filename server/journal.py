@@ -4,7 +4,9 @@ The session calls ``text``, ``mark``, ``commit``, ``cancel`` and ``ack`` on the 
 loop without waiting; one task applies the writes in that order, so the store
 always holds a prefix of what happened. ``commit`` takes a callback that releases
 the chunk's frames to the sender once they are durable: a frame is never sent
-before it could be replayed.
+before it could be replayed. Commits that queue up behind a write in flight go to
+the store as one (a group commit), so a slow store costs fewer round trips, not
+more latency.
 
 If the store fails (Redis went away), the session keeps streaming, which matters
 more to a listener than resumability: the journal marks itself broken, releases
@@ -19,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
 from redis.exceptions import RedisError
 
 from server.state.sessions import Commit, Fence, SessionStore
+
+Release = Callable[[], None]
 
 log = structlog.get_logger("voxwire.journal")
 
@@ -52,7 +57,10 @@ class Journal:
         self.moved = False
         self._on_moved = on_moved
         self._on_broken = on_broken
-        self._queue: asyncio.Queue[tuple[Op | None, Callable[[], None] | None]] = asyncio.Queue()
+        # (write, release after it); a commit is queued as its Commit, to be merged.
+        # None: close. A deque (not asyncio.Queue) so the writer can look at what is next.
+        self._queue: deque[tuple[Op | Commit | None, Release | None]] = deque()
+        self._wake = asyncio.Event()
         self._ack_pending: int | None = None
         self._task = asyncio.create_task(self._run(), name=f"journal-{session_id}")
 
@@ -70,7 +78,7 @@ class Journal:
         if self.broken:
             release()
             return
-        self._put(lambda: self.store.commit(self.session_id, self.owner, c), release)
+        self._put(c, release)
 
     def cancel(self, sent: int, chars: int, marks: int) -> None:
         self.frames = sent
@@ -95,7 +103,8 @@ class Journal:
 
     async def close(self, delete: bool, timeout: float) -> None:
         """Apply what is queued (within ``timeout``), then drop the record if ``delete``."""
-        self._queue.put_nowait((None, None))
+        self._queue.append((None, None))
+        self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
@@ -106,12 +115,13 @@ class Journal:
 
     # ------------------------------------------------------------ writer
 
-    def _put(self, op: Op, release: Callable[[], None] | None = None) -> None:
+    def _put(self, op: Op | Commit, release: Release | None = None) -> None:
         if self.broken or self.moved:
             if release is not None and not self.moved:
                 release()
             return
-        self._queue.put_nowait((op, release))
+        self._queue.append((op, release))
+        self._wake.set()
 
     async def _write_ack(self) -> Fence:
         frame, self._ack_pending = self._ack_pending, None
@@ -121,16 +131,51 @@ class Journal:
 
     async def _run(self) -> None:
         while True:
-            op, release = await self._queue.get()
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            op, release = self._queue.popleft()
             if op is None:
                 return
+            releases = [release] if release is not None else []
+            if isinstance(op, Commit):
+                op = self._merge(op, releases)
             if not (self.broken or self.moved):
                 try:
-                    self._fence(await op())
+                    if isinstance(op, Commit):
+                        self._fence(await self.store.commit(self.session_id, self.owner, op))
+                    else:
+                        self._fence(await op())
                 except (RedisError, OSError) as exc:
                     self._break(f"{type(exc).__name__}: {exc}")
-            if release is not None and not self.moved:
-                release()
+            if not self.moved:
+                for r in releases:
+                    r()
+
+    def _merge(self, c: Commit, releases: list[Release]) -> Commit:
+        """Fold the commits queued right behind ``c`` into it (their order is kept)."""
+        q = self._queue
+        while q:
+            nxt, release = q[0]
+            # one chunk's end and the next one's start stay two writes: in one, the
+            # script would set the new chunk before dropping the old one
+            if not isinstance(nxt, Commit) or c.chunk_done or nxt.chunk is not None:
+                break
+            q.popleft()
+            c = Commit(
+                chunk=c.chunk,
+                chunk_done=nxt.chunk_done,
+                frames=c.frames + nxt.frames,
+                chars=c.chars + nxt.chars,
+                marks=c.marks + nxt.marks,
+                finished=c.finished or nxt.finished,
+                carry=nxt.carry,
+                segments=nxt.segments,
+            )
+            if release is not None:
+                releases.append(release)
+        return c
 
     def _fence(self, fence: Fence) -> None:
         if fence == "moved" and not self.moved:

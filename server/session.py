@@ -48,6 +48,7 @@ from server.streaming.chunker import SentenceChunker
 from server.streaming.encoder import OpusEncoder, make_encoder
 from server.streaming.outbox import Outbox
 from server.streaming.pipeline import AudioPipeline
+from server.voices.registry import ensure_voice
 
 if TYPE_CHECKING:
     from server.app import AppState
@@ -298,6 +299,11 @@ class Session:
             await self._resume(msg.resume)
             return
         engine_name = msg.engine or self.settings.engine
+        if msg.voice:
+            # An uploaded voice: checked in the shared store, loaded here if need be.
+            problem = await ensure_voice(self.state, engine_name, msg.voice)
+            if problem is not None:
+                raise p.ProtocolError(*problem)
         pre_skip = self._configure(
             engine_name, msg.voice, msg.language, msg.speed, msg.output or p.OutputFormat()
         )
@@ -423,7 +429,7 @@ class Session:
     def _mint_token(self) -> str:
         s = self.settings
         ttl = s.resume_token_ttl_s or (s.max_session_s + s.resume_window_s)
-        return self.state.resume_tokens.mint(self.session_id, ttl)
+        return self.state.resume_tokens.mint(self.session_id, ttl, self.key_id)
 
     def _open_journal(self, store: SessionStore, frames: int) -> None:
         self.journal = Journal(
@@ -467,7 +473,7 @@ class Session:
                 "this server keeps no session state (resume_window_s=0); start a new session",
             )
         try:
-            st.resume_tokens.verify(r.token, r.session_id)
+            st.resume_tokens.verify(r.token, r.session_id, self.key_id)
         except ResumeTokenError as exc:
             await self._fail(exc.code, exc.message, CLOSE_POLICY)
             return
@@ -504,9 +510,7 @@ class Session:
                 other.moved()
         meta = msgspec.json.decode(snap.meta, type=SessionMeta)
         problem: tuple[str, str] | None = None
-        if meta.key_id != self.key_id:
-            problem = ("resume_forbidden", "the session was started with another API key")
-        elif first > snap.frames:
+        if first > snap.frames:
             problem = (
                 "invalid_resume",
                 f"from_frame {first} is past the {snap.frames} frames the session has sent",
@@ -518,6 +522,8 @@ class Session:
                 f"frame {first} is no longer kept: the replay window (replay_window_s="
                 f"{self.settings.replay_window_s:g}) now starts at frame {oldest}",
             )
+        if problem is None:
+            problem = await ensure_voice(self.state, meta.engine, meta.voice)
         if problem is None:
             try:
                 pre_skip = self._configure(

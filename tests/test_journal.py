@@ -4,7 +4,7 @@ journal stops (the memory store, no sockets; a broken store is tests/test_state_
 from __future__ import annotations
 
 from server.journal import Journal
-from server.state.sessions import Commit, MemorySessionStore, StoredFrame
+from server.state.sessions import ChunkAudio, Commit, MemorySessionStore, StoredFrame
 
 
 async def test_release_follows_the_write_and_keeps_order() -> None:
@@ -33,3 +33,29 @@ async def test_moved_journal_releases_nothing_more() -> None:
     await j.close(delete=True, timeout=5)
     assert events == ["moved"]
     assert await store.takeover("s", "c") is not None  # a moved journal deletes nothing
+
+
+async def test_queued_commits_go_as_one_and_keep_a_new_chunk() -> None:
+    """Commits queued behind each other are merged (group commit); a chunk's end and the
+    next chunk's start are not, so the new chunk's audio survives."""
+    store = MemorySessionStore(ttl_s=10)
+    await store.create("s", "a", b"{}", replay_frames=100)
+    released: list[int] = []
+    j = Journal(store, "s", "a", 0, lambda: None, lambda w: None)
+    j.text("One. Two.")
+    first = ChunkAudio(index=0, first=0, chars=5, pcm=b"1111")
+    second = ChunkAudio(index=1, first=3, chars=4, pcm=b"2222")
+    commits = [
+        Commit(chunk=first, frames=[StoredFrame(0, b"a", "")]),
+        Commit(frames=[StoredFrame(0, b"b", "")]),
+        Commit(frames=[StoredFrame(0, b"c", "")], chars=5, chunk_done=True, segments=1),
+        Commit(chunk=second, frames=[StoredFrame(0, b"d", "")], segments=1),
+    ]
+    for i, c in enumerate(commits):
+        j.commit(c, lambda i=i: released.append(i))
+    await j.close(delete=False, timeout=5)
+    assert released == [0, 1, 2, 3]
+    snap = await store.takeover("s", "b")
+    assert snap is not None and snap.frames == 4 and snap.done_chars == 5
+    assert snap.chunk == second
+    assert [f.audio for f in await store.frames_from("s", 0)] == [b"a", b"b", b"c", b"d"]

@@ -32,20 +32,27 @@ class ResumeTokens:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def mint(self, session_id: str, ttl_s: float, now: float | None = None) -> str:
+    def mint(
+        self, session_id: str, ttl_s: float, key_id: str | None = None, now: float | None = None
+    ) -> str:
+        """A token for ``session_id``, usable only with the same API key (``key_id``)."""
         exp = (time.time() if now is None else now) + ttl_s
-        claims = json.dumps({"s": session_id, "exp": round(exp, 3)}, separators=(",", ":"))
+        claims = json.dumps(
+            {"s": session_id, "k": key_id, "exp": round(exp, 3)}, separators=(",", ":")
+        )
         payload = _b64(claims.encode())
         return f"{payload}.{self._sign(payload)}"
 
-    def verify(self, token: str, session_id: str, now: float | None = None) -> None:
+    def verify(
+        self, token: str, session_id: str, key_id: str | None = None, now: float | None = None
+    ) -> None:
         """Raises ResumeTokenError unless ``token`` is valid for ``session_id`` now."""
         try:
             payload, sig = token.split(".", 1)
             if not hmac.compare_digest(self._sign(payload), sig):
                 raise ValueError("bad signature")
             claims = json.loads(_unb64(payload))
-            sid, exp = str(claims["s"]), float(claims["exp"])
+            sid, kid, exp = str(claims["s"]), claims["k"], float(claims["exp"])
         except (ValueError, KeyError, TypeError):
             raise ResumeTokenError(
                 "invalid_resume_token", "the resume token is not valid (bad format or signature)"
@@ -54,6 +61,10 @@ class ResumeTokens:
             raise ResumeTokenError(
                 "invalid_resume_token",
                 f"the resume token belongs to another session, not {session_id!r}",
+            )
+        if kid != key_id:
+            raise ResumeTokenError(
+                "resume_forbidden", "the session was started with another API key"
             )
         if (time.time() if now is None else now) >= exp:
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))

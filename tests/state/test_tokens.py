@@ -8,15 +8,19 @@ from server.state.tokens import ResumeTokenError, ResumeTokens, shared_secret
 from tests.support import RedisProcess
 
 
-def _code(tokens: ResumeTokens, token: str, sid: str, now: float) -> str:
+def _code(tokens: ResumeTokens, token: str, sid: str, now: float, key_id: str | None = None) -> str:
     with pytest.raises(ResumeTokenError) as err:
-        tokens.verify(token, sid, now=now)
+        tokens.verify(token, sid, key_id, now=now)
     return err.value.code
 
 
 def test_mint_and_verify() -> None:
     t = ResumeTokens(b"secret")
     tok = t.mint("abc", ttl_s=60, now=1000.0)
+    keyed = t.mint("abc", ttl_s=60, key_id="k1", now=1000.0)
+    t.verify(keyed, "abc", key_id="k1", now=1000.0)
+    assert _code(t, keyed, "abc", now=1000.0) == "resume_forbidden"
+    assert _code(t, tok, "abc", now=1000.0, key_id="k2") == "resume_forbidden"
     t.verify(tok, "abc", now=1059.0)
     assert _code(t, tok, "abc", now=1060.0) == "resume_token_expired"
     assert _code(t, tok, "abd", now=1000.0) == "invalid_resume_token"
