@@ -681,6 +681,12 @@ class Session:
         if j is None or j.broken:
             self._release(generation, items)
             return
+        for item in items:
+            if isinstance(item, EngineFailed) and item.retry is not None:
+                # Move to the fallback engine now, while the journal writes: the failing
+                # worker must not run this session's next job (an end) meanwhile.
+                item.moved = True
+                self._fall_back(item)
         # Resume: output is journaled, then sent (see server/state/sessions.py): slice by
         # slice after the chunk's engine audio, or (a worker that cannot hand that over
         # first) the whole chunk at its end.
@@ -752,7 +758,8 @@ class Session:
                     self.close_after_drain = (CLOSE_NORMAL, "done")
             elif isinstance(item, EngineFailed):
                 if item.retry is not None:  # the engine failed over (F5): go on elsewhere
-                    self._fall_back(item)
+                    if not item.moved:
+                        self._fall_back(item)
                 else:
                     self._error(item.code, item.message)
         self.peak_unsent_s = max(self.peak_unsent_s, self.outbox.audio_s)

@@ -3,6 +3,8 @@ journal stops (the memory store, no sockets; a broken store is tests/test_state_
 
 from __future__ import annotations
 
+import functools
+
 from server.journal import Journal
 from server.state.sessions import ChunkAudio, Commit, MemorySessionStore, StoredFrame
 
@@ -52,7 +54,7 @@ async def test_queued_commits_go_as_one_and_keep_a_new_chunk() -> None:
         Commit(chunk=second, frames=[StoredFrame(0, b"d", "")], segments=1),
     ]
     for i, c in enumerate(commits):
-        j.commit(c, lambda i=i: released.append(i))
+        j.commit(c, functools.partial(released.append, i))
     await j.close(delete=False, timeout=5)
     assert released == [0, 1, 2, 3]
     snap = await store.takeover("s", "b")
