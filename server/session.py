@@ -34,6 +34,7 @@ from server.engines.worker import (
     Output,
     SegmentStart,
     UtteranceDone,
+    from_pcm16,
 )
 from server.journal import Journal
 from server.state.sessions import (
@@ -71,6 +72,11 @@ DRAIN_MESSAGE = (
 
 _WATCHDOG_PERIOD_S = 0.25
 _SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
+# Journaling (resume): a chunk's first _URGENT_S of frames are journaled (and sent) slice
+# by slice; after that up to _BATCH_S of them at once, held at most _HOLD_S.
+_URGENT_S = 0.5
+_BATCH_S = 0.4
+_HOLD_S = 0.05
 _HEARTBEAT_S = 1.0  # the journal's record is kept alive (and checked for a takeover) this often
 
 
@@ -136,6 +142,9 @@ class Session:
         self.owner = secrets.token_hex(8)  # this attachment's name in the journal
         self.journal: Journal | None = None
         self._uncommitted: list[Output] = []
+        self._held_frames = 0  # frames in _uncommitted
+        self._chunk_frames = 0  # frames of the current chunk journaled so far
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._seg_committed = 0  # segment index after the last committed chunk
         self._carry = b""  # framer remainder after the last committed chunk
         self.marks_in = 0  # flush/end marks accepted
@@ -574,7 +583,7 @@ class Session:
                     voice=self.voice,
                     speed=self.speed,
                     index=ch.index,
-                    audio=np.frombuffer(ch.pcm, dtype=np.float32),
+                    audio=from_pcm16(ch.pcm),
                     skip_frames=snap.frames - ch.first,
                 )
             )
@@ -664,6 +673,10 @@ class Session:
         self._ttfa_t0 = None
         self.over_limit_since = None
         self._uncommitted = []
+        self._held_frames = 0
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
 
     # ------------------------------------------------------------------ engine output
 
@@ -691,12 +704,39 @@ class Session:
         # slice after the chunk's engine audio, or (a worker that cannot hand that over
         # first) the whole chunk at its end.
         self._uncommitted.extend(items)
-        whole_chunks = self.worker is not None and not self.worker.chunk_pcm
-        if whole_chunks and not any(
-            isinstance(i, ChunkDone | UtteranceDone | EngineFailed) for i in items
+        self._held_frames += sum(1 for i in items if isinstance(i, bytes))
+        edge = any(isinstance(i, ChunkDone | UtteranceDone | EngineFailed) for i in items)
+        if self.worker is not None and not self.worker.chunk_pcm:
+            if edge:
+                self._commit_held(generation)
+            return
+        if any(isinstance(i, ChunkPcm) for i in items):
+            self._chunk_frames = 0  # a chunk starts: its first slices go out one by one
+        # Once a chunk's first _URGENT_S is out, its listener has audio in hand: later
+        # slices are journaled a few at a time (fewer store round trips per second of
+        # audio), never held longer than _HOLD_S.
+        frame_s = self.outbox.frame_s
+        if (
+            edge
+            or self._chunk_frames < _URGENT_S / frame_s
+            or self._held_frames >= _BATCH_S / frame_s
         ):
+            self._commit_held(generation)
+        elif self._hold_timer is None:
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                _HOLD_S, self._commit_held, generation
+            )
+
+    def _commit_held(self, generation: int) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        j = self.journal
+        if generation != self.generation or self.closing or j is None or not self._uncommitted:
             return
         batch, self._uncommitted = self._uncommitted, []
+        self._chunk_frames += self._held_frames
+        self._held_frames = 0
         j.commit(self._commit_of(batch, j.frames), lambda: self._release(generation, batch))
 
     def _commit_of(self, batch: list[Output], n: int) -> Commit:

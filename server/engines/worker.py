@@ -56,6 +56,16 @@ class SegmentStart:
     text: str
 
 
+def pcm16(audio: Audio) -> bytes:
+    """Engine audio as journaled: 16-bit, like the engines' own output (Piper's)."""
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def from_pcm16(data: bytes) -> Audio:
+    out: Audio = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
+    return out
+
+
 @dataclass(slots=True)
 class ChunkPcm:
     """A chunk's whole engine audio, handed over before any of its frames (resume: the
@@ -63,7 +73,7 @@ class ChunkPcm:
 
     index: int
     chars: int
-    pcm: bytes  # float32 mono at the engine's rate
+    pcm: bytes  # 16-bit little-endian mono at the engine's rate (half float32's size)
 
 
 @dataclass(slots=True)
@@ -402,7 +412,7 @@ class EngineWorker:
                             return False
                         whole.append(part)
                     audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
-                    head.append(ChunkPcm(job.index, len(job.text), audio.tobytes()))
+                    head.append(ChunkPcm(job.index, len(job.text), pcm16(audio)))
                     pieces = iter([audio])
                 else:
                     pieces = iter(self.engine.synthesize(job.text, job.voice, job.speed))

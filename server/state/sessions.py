@@ -57,7 +57,7 @@ class ChunkAudio(msgspec.Struct, kw_only=True):
     index: int  # segment index
     first: int  # number of its first frame
     chars: int  # its text: the next ``chars`` characters after ``done_chars``
-    pcm: bytes  # float32 mono at the engine's rate
+    pcm: bytes  # 16-bit mono at the engine's rate
 
 
 class Commit(msgspec.Struct, kw_only=True):
