@@ -352,3 +352,31 @@ async def test_a_finished_session_is_forgotten(server: ServerProcess) -> None:
     ws2, rec = await _start(server.ws_url, resume=req)
     rec = await recv_until(ws2, rec, timeout=10)
     assert rec.of("error")[-1]["code"] == "session_expired"
+
+
+async def test_the_old_node_lets_go_when_the_session_resumes_elsewhere(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """The old connection is still open on A (a half-open link): B's takeover fences A,
+    which learns it at its next heartbeat and closes that connection."""
+    a, b = nodes
+    ws, first = await _start(a.ws_url)
+    ready = first.of("ready")[0]
+    await send(ws, type="text", text=FOX)
+    await send(ws, type="flush")
+    first = await recv_until(ws, first, stop="flushed", timeout=30)
+    resume = {
+        "session_id": ready["session_id"],
+        "token": ready["resume_token"],
+        "from_frame": len(first.frames),
+    }
+    ws2, second = await _start(b.ws_url, resume=resume)
+    first = await recv_until(ws, first, timeout=10)
+    assert first.close_code == 4409
+    assert first.of("error")[-1]["code"] == "session_moved"
+    await send(ws2, type="text", text=STATION)
+    await send(ws2, type="end")
+    second = await recv_until(ws2, second, timeout=30)
+    assert second.close_code == 1000
+    assert second.of("done")[-1]["frames"] == len(first.frames) + len(second.frames)
+    assert " ".join(s["text"] for s in second.of("segment")).split() == STATION.split()
