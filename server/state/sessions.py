@@ -434,7 +434,9 @@ class RedisSessionStore:
         self._takeover = reg(_TAKEOVER)
 
     def keys(self, sid: str) -> list[str]:
-        base = f"{self.prefix}session:{sid}"
+        # {sid} is a hash tag: on a Redis Cluster a session's keys share a slot, as its
+        # multi-key scripts need.
+        base = f"{self.prefix}session:{{{sid}}}"
         return [base, base + ":text", base + ":marks", base + ":frames", base + ":pcm"]
 
     async def _fenced(self, script: object, sid: str, owner: str, *args: object) -> Fence:

@@ -13,8 +13,10 @@ Two stores behind one small interface (``VoiceStore``):
 - ``RedisVoiceStore`` (``redis.asyncio``): every node sees a voice as soon as it is
   stored. Keys, all under ``settings.redis_prefix``:
 
-  - ``{prefix}voices``: a hash, voice id -> metadata (JSON); also the index.
-  - ``{prefix}voice:{id}:audio``: the PCM.
+  - ``{prefix}{voices}``: a hash, voice id -> metadata (JSON); also the index.
+  - ``{prefix}{voices}:audio:{id}``: the PCM.
+  (``{voices}`` is a hash tag: on a Redis Cluster every voice key is in one slot, as the
+  multi-key scripts need.)
   - channel ``{prefix}voices:events``: ``{"event": "created"|"deleted", "id": …}``.
 
   A put and a delete are each one Lua script, so they are atomic: no reader ever sees
@@ -286,14 +288,14 @@ class RedisVoiceStore:
         self.max_voices = max_voices
         self.retry_s = retry_s
         self._r = redis
-        self._index = f"{prefix}voices"
+        self._index = f"{prefix}{{voices}}"
         self._prefix = prefix
         self.channel = f"{prefix}voices:events"
         self._put = redis.register_script(_PUT)
         self._delete = redis.register_script(_DELETE)
 
     def _audio_key(self, voice_id: str) -> str:
-        return f"{self._prefix}voice:{voice_id}:audio"
+        return f"{self._prefix}{{voices}}:audio:{voice_id}"
 
     async def put(self, meta: VoiceMeta, audio: bytes) -> None:
         _check_audio(meta.id, audio)

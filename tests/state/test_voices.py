@@ -119,8 +119,8 @@ async def test_redis_layout_and_atomic_writes(redis_server: RedisProcess) -> Non
     try:
         m = meta()
         await store.put(m, pcm())
-        assert redis_server.cli("HEXISTS", f"{prefix}voices", m.id) == "1"
-        assert redis_server.cli("EXISTS", f"{prefix}voice:{m.id}:audio") == "1"
+        assert redis_server.cli("HEXISTS", f"{prefix}{{voices}}", m.id) == "1"
+        assert redis_server.cli("EXISTS", f"{prefix}{{voices}}:audio:{m.id}") == "1"
         await store.delete(m.id)
         assert redis_server.cli("KEYS", f"{prefix}*") == ""
 
@@ -136,11 +136,11 @@ async def test_redis_layout_and_atomic_writes(redis_server: RedisProcess) -> Non
             checked = 0
             for _ in range(300):
                 async with reader.pipeline(transaction=True) as p:
-                    p.hkeys(f"{prefix}voices")
-                    p.keys(f"{prefix}voice:*:audio")
+                    p.hkeys(f"{prefix}{{voices}}")
+                    p.keys(f"{prefix}{{voices}}:audio:*")
                     ids, audio_keys = await p.execute()
                 with_meta = {i.decode() for i in ids}
-                with_audio = {k.decode().split(":")[2] for k in audio_keys}
+                with_audio = {k.decode().rsplit(":", 1)[1] for k in audio_keys}
                 assert with_meta == with_audio
                 checked += len(with_meta)
             return checked
