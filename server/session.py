@@ -40,8 +40,10 @@ from server.journal import Journal
 from server.state.sessions import (
     ChunkAudio,
     Commit,
+    Peek,
     ResumeUnavailable,
     SessionStore,
+    Snapshot,
     StoredFrame,
 )
 from server.state.tokens import ResumeTokenError
@@ -471,6 +473,22 @@ class Session:
             return None
         return p.ResumeHint(session_id=self.session_id, from_frame=self.frames_sent)
 
+    def _check_resume(self, r: p.ResumeRequest, peek: Peek) -> tuple[str, str] | None:
+        first = r.from_frame if r.from_frame is not None else peek.acked + 1
+        if first > peek.frames:
+            return (
+                "invalid_resume",
+                f"from_frame {first} is past the {peek.frames} frames the session has sent",
+            )
+        if first < peek.frames and (peek.oldest is None or peek.oldest > first):
+            oldest = peek.frames if peek.oldest is None else peek.oldest
+            return (
+                "replay_unavailable",
+                f"frame {first} is no longer kept: the replay window (replay_window_s="
+                f"{self.settings.replay_window_s:g}) now starts at frame {oldest}",
+            )
+        return None
+
     async def _resume(self, r: p.ResumeRequest) -> None:
         """Take a session over: replay its frames from ``from_frame``, then synthesize
         the text it accepted and had not synthesized yet, marks (flush/end) in place."""
@@ -486,18 +504,37 @@ class Session:
         except ResumeTokenError as exc:
             await self._fail(exc.code, exc.message, CLOSE_POLICY)
             return
+        sid = r.session_id
+        expired = (
+            "session_expired",
+            f"session {sid!r} is not known: it ended, or its state expired "
+            f"(resume_window_s={self.settings.resume_window_s:g} s after its connection "
+            "dropped)",
+        )
+        snap: Snapshot | None = None
+        frames: list[StoredFrame] = []
+        first = 0
         try:
-            snap = await store.takeover(r.session_id, self.owner)
-            first = -1
-            frames: list[StoredFrame] = []
-            if snap is not None:
-                first = r.from_frame if r.from_frame is not None else snap.acked + 1
-                if first < snap.frames:
-                    frames = await store.frames_from(r.session_id, first)
+            # Checked before the takeover too, so a refused resume leaves the session be.
+            peek = await store.peek(sid)
+            problem = expired if peek is None else self._check_resume(r, peek)
+            if problem is None:
+                snap = await store.takeover(sid, self.owner)
+                if snap is None:
+                    problem = expired
+                else:
+                    first = r.from_frame if r.from_frame is not None else snap.acked + 1
+                    if first < snap.frames:
+                        frames = await store.frames_from(sid, first)
+                    # again: the old node may have written (and trimmed) in between
+                    oldest = frames[0].n if frames else None
+                    problem = self._check_resume(
+                        r, Peek(frames=snap.frames, acked=snap.acked, oldest=oldest)
+                    )
         except ResumeUnavailable:
             await self._fail(
                 "resume_unavailable",
-                f"session {r.session_id!r} cannot be resumed: the state store failed while "
+                f"session {sid!r} cannot be resumed: the state store failed while "
                 "it ran, so its saved state is incomplete; start a new session",
                 CLOSE_POLICY,
             )
@@ -505,43 +542,23 @@ class Session:
         except (RedisError, OSError):
             await self._fail("state_unavailable", STATE_MESSAGE, CLOSE_TRY_AGAIN)
             return
-        if snap is None:
-            await self._fail(
-                "session_expired",
-                f"session {r.session_id!r} is not known: it ended, or its state expired "
-                f"(resume_window_s={self.settings.resume_window_s:g} s after its connection "
-                "dropped)",
-                CLOSE_POLICY,
-            )
-            return
-        for other in list(st.sessions):  # the old connection, if it is still open here
-            if other is not self and other.session_id == snap.session_id:
-                other.moved()
-        meta = msgspec.json.decode(snap.meta, type=SessionMeta)
-        problem: tuple[str, str] | None = None
-        if first > snap.frames:
-            problem = (
-                "invalid_resume",
-                f"from_frame {first} is past the {snap.frames} frames the session has sent",
-            )
-        elif first < snap.frames and (not frames or frames[0].n != first):
-            oldest = frames[0].n if frames else snap.frames
-            problem = (
-                "replay_unavailable",
-                f"frame {first} is no longer kept: the replay window (replay_window_s="
-                f"{self.settings.replay_window_s:g}) now starts at frame {oldest}",
-            )
-        if problem is None:
+        meta: SessionMeta | None = None
+        if problem is None and snap is not None:
+            for other in list(st.sessions):  # the old connection, if it is still open here
+                if other is not self and other.session_id == snap.session_id:
+                    other.moved()
+            meta = msgspec.json.decode(snap.meta, type=SessionMeta)
             problem = await ensure_voice(self.state, meta.engine, meta.voice)
-        if problem is None:
+        pre_skip = 0
+        if problem is None and meta is not None:
             try:
                 pre_skip = self._configure(
                     meta.engine, meta.voice, meta.language, meta.speed, meta.output
                 )
             except p.ProtocolError as exc:
                 problem = (exc.code, exc.message)
-        if problem is not None:
-            await self._fail(*problem, CLOSE_POLICY)
+        if problem is not None or snap is None or meta is None:
+            await self._fail(*(problem or expired), CLOSE_POLICY)
             return
         self.session_id = snap.session_id
         self.log = log.bind(session_id=self.session_id)

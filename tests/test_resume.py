@@ -331,7 +331,11 @@ async def test_sessions_tokens_and_the_replay_window_expire() -> None:
         rec = await recv_until(ws2, rec, timeout=10)
         err = rec.of("error")[-1]
         assert err["code"] == "replay_unavailable" and "replay_window_s=0.2" in err["message"]
-        # the refused attempt took the session over; it is still there to resume
+        # a refused resume leaves the session where it was: its connection goes on
+        await send(ws, type="text", text="Still here.")
+        await send(ws, type="flush")
+        first = await recv_until(ws, first, stop="flushed", timeout=30)
+        assert not [e for e in first.of("error") if e["code"] == "session_moved"]
         await asyncio.sleep(2.6)
         ws3, rec = await _start(srv.ws_url, resume=req)
         rec = await recv_until(ws3, rec, timeout=10)

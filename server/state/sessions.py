@@ -91,8 +91,20 @@ class Snapshot(msgspec.Struct, kw_only=True):
     chunk: ChunkAudio | None  # the chunk that was being spoken, if any
 
 
+class Peek(msgspec.Struct, kw_only=True):
+    """A session's counters, read without taking it over (to check a resume first)."""
+
+    frames: int
+    acked: int
+    oldest: int | None  # the oldest frame the replay window holds (None: empty)
+
+
 class SessionStore(Protocol):
     ttl_s: float
+
+    async def peek(self, session_id: str) -> Peek | None:
+        """None if the session does not exist; raises ResumeUnavailable if broken."""
+        ...
 
     async def create(self, session_id: str, owner: str, meta: bytes, replay_frames: int) -> None:
         """A new session; its replay window holds its newest ``replay_frames`` frames."""
@@ -246,6 +258,15 @@ class MemorySessionStore:
         f, _ = self._fenced(session_id, owner)
         if f == "ok":
             del self._s[session_id]
+
+    async def peek(self, session_id: str) -> Peek | None:
+        s = self._get(session_id)
+        if s is None:
+            return None
+        if s.broken:
+            raise ResumeUnavailable(session_id)
+        oldest = s.window[0].n if s.window else None
+        return Peek(frames=s.frames, acked=s.acked, oldest=oldest)
 
     async def takeover(self, session_id: str, owner: str) -> Snapshot | None:
         s = self._get(session_id)
@@ -521,6 +542,19 @@ class RedisSessionStore:
             marks=parsed,
             chunk=chunk,
         )
+
+    async def peek(self, session_id: str) -> Peek | None:
+        key, _, _, frames_key, _ = self.keys(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(key, ["frames", "acked", "broken"])
+            pipe.xrange(frames_key, count=1)
+            (frames, acked, broken), head = await pipe.execute()
+        if frames is None:
+            return None
+        if broken is not None:
+            raise ResumeUnavailable(session_id)
+        oldest = int(head[0][1][b"n"]) if head else None
+        return Peek(frames=int(frames), acked=int(acked), oldest=oldest)
 
     async def frames_from(self, session_id: str, first: int) -> list[StoredFrame]:
         out: list[StoredFrame] = []

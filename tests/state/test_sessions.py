@@ -158,3 +158,20 @@ async def test_the_chunk_in_progress_is_kept_until_it_ends(store: SessionStore) 
     await store.cancel("s8", "c", sent=4, chars=20, marks=0)
     snap = await store.takeover("s8", "d")
     assert snap is not None and snap.chunk is None and snap.frames == 4
+
+
+async def test_peek_reads_without_taking_over(store: SessionStore) -> None:
+    assert await store.peek("nope") is None
+    await store.create("s9", "a", b"{}", replay_frames=5)
+    p = await store.peek("s9")
+    assert p is not None and (p.frames, p.acked, p.oldest) == (0, -1, None)
+    for i in range(0, 400, 4):
+        await store.commit("s9", "a", Commit(frames=_frames(*(str(i + k) for k in range(4)))))
+    await store.ack("s9", "a", 397)
+    p = await store.peek("s9")
+    assert p is not None and p.frames == 400 and p.acked == 397
+    assert p.oldest == (await store.frames_from("s9", 0))[0].n
+    assert await store.heartbeat("s9", "a") == "ok"  # still a's
+    await store.poison("s9", "a")
+    with pytest.raises(ResumeUnavailable):
+        await store.peek("s9")
