@@ -321,6 +321,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "`resume_window_s`).",
         ),
     ] = 0.0
+    state_write_timeout_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Longest a session's journal write may take; a slower (hung) state "
+            "store ends resume for that session, which goes on streaming.",
+        ),
+    ] = 1.0
     state_check_interval_s: Annotated[
         float,
         _D(

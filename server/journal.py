@@ -48,8 +48,12 @@ class Journal:
         frames: int,
         on_moved: Callable[[], None],
         on_broken: Callable[[str], None],
+        timeout_s: float = 1.0,
     ) -> None:
         self.store = store
+        # A store that hangs (a partition, not a refusal) breaks the journal after this
+        # long instead of holding the session's audio for the client's socket timeout.
+        self.timeout_s = timeout_s
         self.session_id = session_id
         self.owner = owner
         self.frames = frames  # the number the next committed frame gets
@@ -95,8 +99,10 @@ class Journal:
         if self.broken or self.moved:
             return
         try:
-            fence = await self.store.heartbeat(self.session_id, self.owner)
-        except (RedisError, OSError) as exc:
+            fence = await asyncio.wait_for(
+                self.store.heartbeat(self.session_id, self.owner), self.timeout_s
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
             self._break(f"{type(exc).__name__}: {exc}")
             return
         self._fence(fence)
@@ -143,11 +149,13 @@ class Journal:
                 op = self._merge(op, releases)
             if not (self.broken or self.moved):
                 try:
-                    if isinstance(op, Commit):
-                        self._fence(await self.store.commit(self.session_id, self.owner, op))
-                    else:
-                        self._fence(await op())
-                except (RedisError, OSError) as exc:
+                    write = (
+                        self.store.commit(self.session_id, self.owner, op)
+                        if isinstance(op, Commit)
+                        else op()
+                    )
+                    self._fence(await asyncio.wait_for(write, self.timeout_s))
+                except (RedisError, OSError, TimeoutError) as exc:
                     self._break(f"{type(exc).__name__}: {exc}")
             if not self.moved:
                 for r in releases:

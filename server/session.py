@@ -444,7 +444,13 @@ class Session:
 
     def _open_journal(self, store: SessionStore, frames: int) -> None:
         self.journal = Journal(
-            store, self.session_id, self.owner, frames, self.moved, self._journal_broken
+            store,
+            self.session_id,
+            self.owner,
+            frames,
+            self.moved,
+            self._journal_broken,
+            self.settings.state_write_timeout_s,
         )
 
     def _journal_broken(self, why: str) -> None:

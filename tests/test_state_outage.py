@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -114,5 +115,41 @@ async def test_keys_held_in_redis_cannot_be_checked_while_it_is_down() -> None:
             assert r.status_code == 401
             assert (await client.get(srv.http + "/health")).status_code == 200
     finally:
+        srv.stop()
+        redis.stop()
+
+
+async def test_a_hung_redis_stalls_a_session_at_most_the_write_timeout() -> None:
+    """Redis stops answering without refusing (SIGSTOP: a partition, not a crash)."""
+    redis = RedisProcess()
+    srv = ServerProcess(redis_url=redis.url, state_check_interval_s=0.2)
+    try:
+        srv.wait_ready()
+        ws = await connect(srv.ws_url)
+        await send(ws, type="start")
+        rec = await recv_until(ws, Received(), stop="ready")
+        assert redis.proc is not None
+        redis.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        await send(ws, type="text", text=TEXT)
+        await send(ws, type="flush")
+        rec = await recv_until(ws, rec, stop="flushed", timeout=60)
+        assert rec.first_frame_at is not None
+        # the first write waits out state_write_timeout_s (1 s), then audio flows unjournaled
+        assert rec.first_frame_at - t0 < 5.0
+        assert " ".join(s["text"] for s in rec.of("segment")).split() == TEXT.split()
+        assert [e["code"] for e in rec.of("error")] == ["resume_unavailable"]
+        await asyncio.sleep(1.0)
+        refused = await _new_session(srv.ws_url)
+        assert refused.of("error")[-1]["code"] == "state_unavailable"
+        redis.proc.send_signal(signal.SIGCONT)
+        t1 = time.monotonic()
+        while not (await _new_session(srv.ws_url)).of("ready"):
+            assert time.monotonic() - t1 < 10
+            await asyncio.sleep(0.2)
+        await ws.close()
+    finally:
+        if redis.proc is not None:
+            redis.proc.send_signal(signal.SIGCONT)
         srv.stop()
         redis.stop()
