@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from server import protocol as p
 from server.auth import key_of
+from server.engines.base import EngineError
 from server.engines.worker import (
     ChunkDone,
     ChunkPcm,
@@ -651,25 +652,53 @@ class Session:
 
     def _submit_chunks(self, chunks: list[str]) -> None:
         assert self.worker is not None
-        for chunk in chunks:
-            first = self.utterance_t0 is None
-            if first:
-                self.utterance_t0 = time.perf_counter()
-                self._first_chunk_t0[self.segments] = self.utterance_t0
-            self.worker.submit(
-                Job(
-                    self,
-                    self.generation,
-                    "chunk",
-                    text=chunk,
-                    voice=self.voice,
-                    speed=self.speed,
-                    first=first,
-                    index=self.segments,
+        for text in chunks:
+            for chunk in self._journal_pieces(text, self.utterance_t0 is None):
+                first = self.utterance_t0 is None
+                if first:
+                    self.utterance_t0 = time.perf_counter()
+                    self._first_chunk_t0[self.segments] = self.utterance_t0
+                self.worker.submit(
+                    Job(
+                        self,
+                        self.generation,
+                        "chunk",
+                        text=chunk,
+                        voice=self.voice,
+                        speed=self.speed,
+                        first=first,
+                        index=self.segments,
+                    )
                 )
-            )
-            self.segments += 1
-            self.pending_chars += len(chunk)
+                self.segments += 1
+                self.pending_chars += len(chunk)
+
+    def _journal_pieces(self, chunk: str, first: bool) -> list[str]:
+        """With the journal on, a worker that hands a chunk over piece by piece (F5's
+        batched worker) cannot journal its audio ahead, so it journals whole chunks:
+        give it one engine piece per chunk, and each piece goes out as soon as it is
+        made. The pieces are the engine's own plan, as exact spans of ``chunk``; they
+        meet with the chunk-edge fade instead of F5's 20 ms cross-fade."""
+        w, j = self.worker, self.journal
+        plan = getattr(w.engine, "plan", None) if w is not None else None
+        if j is None or j.broken or w is None or w.chunk_pcm or plan is None:
+            return [chunk]
+        try:
+            pieces: list[str] = plan(chunk, self.voice, self.speed, first)
+        except EngineError:
+            return [chunk]  # the worker reports it
+        starts: list[int] = []
+        at = 0
+        for piece in pieces:
+            at = chunk.find(piece, at)
+            if at < 0:
+                return [chunk]
+            starts.append(at)
+            at += len(piece)
+        if len(starts) < 2:
+            return [chunk]
+        starts[0] = 0
+        return [chunk[a:b] for a, b in zip(starts, [*starts[1:], len(chunk)], strict=True)]
 
     def _submit_marker(self, kind: str) -> None:
         assert self.worker is not None

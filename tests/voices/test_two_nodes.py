@@ -78,3 +78,43 @@ async def test_uploaded_on_a_speaks_on_b_and_a_delete_on_b_reaches_a(
         }
         r = await http.get(f"{a.http}/v1/voices/{vid}")
         assert r.status_code == 404
+
+
+async def test_an_f5_session_cut_on_a_resumes_on_b(nodes: Nodes) -> None:
+    """F5 with the journal on: each engine piece is journaled (and sent) as its own
+    chunk, and a session cut on A resumes on B with every frame exactly once."""
+    a, b = nodes.a, nodes.b
+    text = (
+        "Good morning to everyone. The weather today is bright and mild, with a light "
+        "wind from the west. We will meet again tomorrow morning at the station."
+    )
+    ws = await connect(a.ws_url, additional_headers=AUTH)
+    await send(ws, type="start", engine="f5")
+    first = await recv_until(ws, Received(), stop="ready", timeout=30)
+    ready = first.of("ready")[0]
+    await send(ws, type="text", text=text)
+    await send(ws, type="end")
+    first = await recv_until(ws, first, stop="segment", timeout=120)
+    while len(first.frames) < 10:  # some audio of the first piece, then the cut
+        msg = await ws.recv()
+        if isinstance(msg, bytes):
+            first.frames.append(msg)
+    ws.transport.abort()
+    from_frame = len(first.frames) - 5
+    resume = {"session_id": ready["session_id"], "token": ready["resume_token"],
+              "from_frame": from_frame}  # fmt: skip
+    async with await connect(b.ws_url, additional_headers=AUTH) as ws2:
+        await send(ws2, type="start", resume=resume)
+        second = await recv_until(ws2, Received(), timeout=180)
+    assert second.close_code == 1000, second.events[-3:]
+    assert second.of("ready")[0]["next_frame"] == from_frame
+    assert second.frames[:5] == first.frames[from_frame:]  # the same bytes for the same numbers
+    frames = first.frames[:from_frame] + second.frames
+    assert second.of("done")[0]["frames"] == len(frames)
+    segments = first.of("segment")[:1] + [
+        s for s in second.of("segment") if s["first_frame"] >= from_frame
+    ]
+    assert [s["index"] for s in segments] == list(range(len(segments)))
+    assert len(segments) >= 2  # the engine's pieces, one chunk each
+    assert " ".join(s["text"] for s in segments).split() == text.split()
+    assert len(decode_opus(frames)) == len(frames) * 960
