@@ -22,7 +22,6 @@ import contextlib
 import http.client
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy.typing as npt
 
 from loadtests import loadgen, report, textgen
 from loadtests.machine import Machine, describe
-from loadtests.serverproc import Subprocess, VoxwireServer, free_port, pinned
+from loadtests.serverproc import RedisServer, Subprocess, VoxwireServer, free_port, pinned
 
 VOICE = "en_US-joe-medium"
 _COMMAND: list[str] = []  # the command line of this run, for the result files
@@ -413,6 +412,34 @@ def _engine_first_s(eng: Any, texts: Sequence[str], reps: int = 15) -> dict[str,
     return out
 
 
+def _ttfa_at(replay: Any, n: int, step: loadgen.StepResult, raw: loadgen.StepRaw) -> TtfaAt:
+    """A step's TTFA, less the replay engine's own time to its first samples."""
+    eng = _engine_first_s(replay, raw.first_chunks)
+    eng_s = [eng[t] for t in raw.first_chunks]
+    over = [a - b for a, b in zip(raw.ttfa_s, eng_s, strict=True)]
+    return TtfaAt(
+        sessions=n,
+        turns=len(raw.ttfa_s),
+        ttfa_ms=loadgen.pct(raw.ttfa_s, (50, 90, 99, 100)),
+        engine_first_ms=loadgen.pct(eng_s, (50, 99), scale=1000.0),
+        overhead_ms=loadgen.pct(over, (50, 90, 99, 100)),
+        step=step,
+    )
+
+
+def _back_to_back(o: Opts, url: str) -> loadgen.LoadConfig:
+    """One session, short turns back to back: many TTFA samples quickly."""
+    return _load_cfg(
+        o,
+        url,
+        ramp_s=0.0,
+        duration_s=3600.0,
+        pace_playback=False,
+        max_turns=o.ttfa_turns,
+        sentences=(1, 2),
+    )
+
+
 def bench_ttfa(o: Opts) -> TtfaResult:
     from server.engines.piper import PiperEngine
     from server.engines.replay import ReplayEngine
@@ -424,35 +451,14 @@ def bench_ttfa(o: Opts) -> TtfaResult:
     try:
         for n in o.ttfa_sessions:
             if n == 1:
-                # One session, short turns back to back: many samples quickly.
-                cfg = _load_cfg(
-                    o,
-                    srv.ws_url,
-                    ramp_s=0.0,
-                    duration_s=3600.0,
-                    pace_playback=False,
-                    max_turns=o.ttfa_turns,
-                    sentences=(1, 2),
-                )
+                cfg = _back_to_back(o, srv.ws_url)
             else:
                 cfg = _load_cfg(o, srv.ws_url, duration_s=o.ttfa_hold_s, sentences=(1, 3))
             with _affinity(o.client_cpus):
                 step, raw = asyncio.run(loadgen.run_step(cfg, n, srv))
             print(report.step_line(step), flush=True)
             srv.wait_idle(60)
-            eng = _engine_first_s(replay, raw.first_chunks)
-            eng_s = [eng[t] for t in raw.first_chunks]
-            over = [a - b for a, b in zip(raw.ttfa_s, eng_s, strict=True)]
-            runs.append(
-                TtfaAt(
-                    sessions=n,
-                    turns=len(raw.ttfa_s),
-                    ttfa_ms=loadgen.pct(raw.ttfa_s, (50, 90, 99, 100)),
-                    engine_first_ms=loadgen.pct(eng_s, (50, 99), scale=1000.0),
-                    overhead_ms=loadgen.pct(over, (50, 90, 99, 100)),
-                    step=step,
-                )
-            )
+            runs.append(_ttfa_at(replay, n, step, raw))
     finally:
         srv.stop()
     goals: list[Goal] = []
@@ -992,36 +998,6 @@ class ResumeResult(msgspec.Struct, kw_only=True):
     modes: list[ResumeMode]
 
 
-def _redis_server() -> tuple[Subprocess, str]:
-    port = free_port()
-    proc = Subprocess(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        dict(os.environ),
-        prefix="voxwire-bench-redis-",
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.stop()
-    raise RuntimeError("redis-server did not start")  # fmt: skip
-
-
 async def _takeovers(url: str, o: Opts, reps: int) -> list[float]:
     """Cut a session after its first utterance, resume it from the middle: the time from
     the resuming ``start`` to its first replayed frame."""
@@ -1074,26 +1050,18 @@ def bench_resume(o: Opts) -> ResumeResult:
 
     replay = ReplayEngine(PiperEngine())
     replay.load()
-    redis, redis_url = _redis_server()
+    redis = RedisServer()
     modes: list[ResumeMode] = []
     try:
         settings: dict[str, dict[str, Any]] = {
             "off": {"resume_window_s": 0},
             "memory": {},
-            "redis": {"redis_url": redis_url},
+            "redis": {"redis_url": redis.url},
         }
         for mode, extra in settings.items():
             srv = _replay_server(o, **extra)
             try:
-                cfg = _load_cfg(
-                    o,
-                    srv.ws_url,
-                    ramp_s=0.0,
-                    duration_s=3600.0,
-                    pace_playback=False,
-                    max_turns=o.ttfa_turns,
-                    sentences=(1, 2),
-                )
+                cfg = _back_to_back(o, srv.ws_url)
                 with _affinity(o.client_cpus):
                     step, raw = asyncio.run(loadgen.run_step(cfg, 1, srv))
                     takeovers = (
@@ -1103,20 +1071,10 @@ def bench_resume(o: Opts) -> ResumeResult:
                     )
                 step.label = mode
                 print(report.step_line(step), flush=True)
-                eng = _engine_first_s(replay, raw.first_chunks)
-                eng_s = [eng[t] for t in raw.first_chunks]
-                over = [a - b for a, b in zip(raw.ttfa_s, eng_s, strict=True)]
                 modes.append(
                     ResumeMode(
                         mode=mode,
-                        ttfa=TtfaAt(
-                            sessions=1,
-                            turns=len(raw.ttfa_s),
-                            ttfa_ms=loadgen.pct(raw.ttfa_s, (50, 90, 99, 100)),
-                            engine_first_ms=loadgen.pct(eng_s, (50, 99), scale=1000.0),
-                            overhead_ms=loadgen.pct(over, (50, 90, 99, 100)),
-                            step=step,
-                        ),
+                        ttfa=_ttfa_at(replay, 1, step, raw),
                         takeovers=len(takeovers),
                         takeover_first_frame_ms=loadgen.pct(takeovers, (50, 90, 99, 100)),
                     )

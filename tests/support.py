@@ -8,9 +8,7 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -23,7 +21,7 @@ import numpy.typing as npt
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from loadtests.serverproc import VoxwireServer, free_port
+from loadtests.serverproc import RedisServer, VoxwireServer
 from loadtests.serverproc import _env_value as _env_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,9 +70,14 @@ async def connect(url: str, **kw: Any) -> ClientConnection:
 
 
 async def recv_until(
-    ws: ClientConnection, rec: Received, stop: str | None = None, timeout: float = 60.0
+    ws: ClientConnection,
+    rec: Received,
+    stop: str | None = None,
+    timeout: float = 60.0,
+    frames: int | None = None,
 ) -> Received:
-    """Read messages into ``rec`` until an event of type ``stop`` or the close."""
+    """Read messages into ``rec`` until an event of type ``stop``, ``rec`` holds
+    ``frames`` frames, or the close."""
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -87,6 +90,8 @@ async def recv_until(
                     rec.first_frame_at = time.monotonic()
                 rec.order.append(("frame", len(rec.frames)))
                 rec.frames.append(msg)
+                if frames is not None and len(rec.frames) >= frames:
+                    return rec
             else:
                 ev = json.loads(msg)
                 rec.events.append(ev)
@@ -214,52 +219,5 @@ def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
 
 
-class RedisProcess:
-    """A private redis-server on a free port (the machine's own Redis is left alone)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="voxwire-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def cli(self, *args: str) -> str:
-        return subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, check=True
-        ).stdout.strip()
+class RedisProcess(RedisServer):
+    """A private redis-server on a free port (the benchmarks' launcher)."""

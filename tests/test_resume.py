@@ -5,7 +5,6 @@ with every frame exactly once, in order, and every word of its text."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -58,20 +57,6 @@ async def _start(url: str, **start: Any) -> tuple[Any, Rec]:
     return ws, rec
 
 
-async def _read_frames(ws: Any, rec: Rec, n: int, timeout: float = 60.0) -> None:
-    """Read until ``rec`` holds at least ``n`` frames."""
-    async with asyncio.timeout(timeout):
-        while len(rec.frames) < n:
-            msg = await ws.recv()
-            if isinstance(msg, bytes):
-                rec.order.append(("frame", len(rec.frames)))
-                rec.frames.append(msg)
-            else:
-                ev = json.loads(msg)
-                rec.events.append(ev)
-                rec.order.append(("event", ev))
-
-
 def _check_whole(first: Rec, second: Rec, from_frame: int, text: str) -> None:
     """Frames of both connections spliced at ``from_frame``: exactly once, in order."""
     ready = second.of("ready")[0]
@@ -110,7 +95,7 @@ async def test_cut_connection_resumes_on_another_node(
     ready = first.of("ready")[0]
     assert ready["resume_token"] and ready["resumed"] is False
     await send(ws, type="text", text=PART_A)  # no flush: the last sentence stays buffered
-    await _read_frames(ws, first, 40)
+    first = await recv_until(ws, first, frames=40)
     ws.transport.abort()  # the network drops: no close handshake
     await asyncio.sleep(0.2)
 
@@ -144,7 +129,7 @@ async def test_resume_after_sigkill_on_another_node(
         ready = first.of("ready")[0]
         await send(ws, type="text", text=LONG)
         await send(ws, type="end")
-        await _read_frames(ws, first, 30)
+        first = await recv_until(ws, first, frames=30)
         a.proc.send_signal(signal.SIGKILL)  # mid-utterance: the client stopped reading
         a.proc.wait(10)
         first = await recv_until(ws, first, timeout=10)  # what was in flight, then the drop
@@ -259,7 +244,7 @@ async def test_cancelled_audio_is_not_replayed(server: ServerProcess) -> None:
     ready = first.of("ready")[0]
     await send(ws, type="text", text=PART_A + PART_B)
     await send(ws, type="flush")
-    await _read_frames(ws, first, 10)
+    first = await recv_until(ws, first, frames=10)
     await send(ws, type="cancel")
     first = await recv_until(ws, first, stop="cancelled", timeout=30)
     await send(ws, type="text", text=STATION)
