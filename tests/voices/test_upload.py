@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soxr
 
-from server.engines.base import Audio
+from server.engines.base import Audio, from_pcm16, to_pcm16
 from server.voices import upload as u
 from tests.voices.conftest import ACCEPTED, encode
 
@@ -124,7 +124,9 @@ def test_too_short_and_too_long(speech: tuple[Audio, int]) -> None:
     exc = refused(encode(long, rate, ACCEPTED["ogg-opus"]))  # the length is Ogg's estimate
     assert exc.code == "audio_too_long" and "at most 30 s" in exc.message
     # The limits are settings.
-    assert u.prepare(encode(long, rate, WAV), u.UploadLimits(max_s=40)).duration_s > 35
+    # (Piper's speech varies in length run to run: compare with this run's, not a constant)
+    kept = u.prepare(encode(long, rate, WAV), u.UploadLimits(max_s=40)).duration_s
+    assert abs(kept - len(long) / rate) < 0.05
     exc = refused(encode(audio, rate, WAV), u.UploadLimits(min_s=8))
     assert exc.code == "audio_too_short" and "at least 8 s" in exc.message
 
@@ -173,7 +175,7 @@ def test_loudness_is_normalised(speech: tuple[Audio, int]) -> None:
 
 def test_pcm16_round_trip() -> None:
     x = np.sin(np.linspace(0, 100, 24000)).astype(np.float32) * 0.5
-    y = u.from_pcm16(u.to_pcm16(x))
+    y = from_pcm16(to_pcm16(x))
     assert y.dtype == np.float32 and np.max(np.abs(x - y)) < 1 / 32767
 
 
