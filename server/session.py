@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from server import protocol as p
 from server.auth import key_of
-from server.engines.base import EngineError
+from server.engines.base import EngineError, from_pcm16
 from server.engines.worker import (
     ChunkDone,
     ChunkPcm,
@@ -35,7 +35,6 @@ from server.engines.worker import (
     Output,
     SegmentStart,
     UtteranceDone,
-    from_pcm16,
 )
 from server.journal import Journal
 from server.state.sessions import (
@@ -91,7 +90,6 @@ class SessionMeta(msgspec.Struct, kw_only=True):
     language: str | None
     speed: float
     output: p.OutputFormat
-    key_id: str | None
     started_at: float  # wall clock: max_session_s counts from here, across resumes
 
 
@@ -289,11 +287,15 @@ class Session:
             self._mark("end")
 
     def _mark(self, kind: str) -> None:
-        if kind == "end":
-            self.ending = True
         if self.journal is not None:
             self.journal.mark(self.chars_in, kind)
         self.marks_in += 1
+        self._apply_mark(kind)
+
+    def _apply_mark(self, kind: str) -> None:
+        """flush or end: synthesize what is buffered, then the marker."""
+        if kind == "end":
+            self.ending = True
         self._submit_chunks(self.chunker.flush())
         self._submit_marker(kind)
 
@@ -329,7 +331,6 @@ class Session:
                 language=msg.language,
                 speed=self.speed,
                 output=self.output,
-                key_id=self.key_id,
                 started_at=time.time() - (time.monotonic() - self.connected_at),
             )
             try:
@@ -480,8 +481,13 @@ class Session:
             return None
         return p.ResumeHint(session_id=self.session_id, from_frame=self.frames_sent)
 
+    @staticmethod
+    def _first_frame(r: p.ResumeRequest, acked: int) -> int:
+        """Where a resume starts: ``from_frame``, else one past the last acked frame."""
+        return r.from_frame if r.from_frame is not None else acked + 1
+
     def _check_resume(self, r: p.ResumeRequest, peek: Peek) -> tuple[str, str] | None:
-        first = r.from_frame if r.from_frame is not None else peek.acked + 1
+        first = self._first_frame(r, peek.acked)
         if first > peek.frames:
             return (
                 "invalid_resume",
@@ -530,7 +536,7 @@ class Session:
                 if snap is None:
                     problem = expired
                 else:
-                    first = r.from_frame if r.from_frame is not None else snap.acked + 1
+                    first = self._first_frame(r, snap.acked)
                     if first < snap.frames:
                         frames = await store.frames_from(sid, first)
                     # again: the old node may have written (and trimmed) in between
@@ -614,13 +620,10 @@ class Session:
             self.pending_chars += ch.chars
             self.segments = max(self.segments, ch.index + 1)
             pos += ch.chars
-        for offset, kind in snap.marks[snap.marks_done :]:
+        for offset, kind in snap.marks[snap.marks_done :]:  # already in the journal
             self._submit_chunks(self.chunker.push(snap.text[pos:offset]))
             pos = offset
-            if kind == "end":
-                self.ending = True
-            self._submit_chunks(self.chunker.flush())
-            self._submit_marker(kind)
+            self._apply_mark(kind)
         self._submit_chunks(self.chunker.push(snap.text[pos:]))
         if snap.finished:
             self.ending = True

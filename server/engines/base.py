@@ -12,6 +12,16 @@ import numpy.typing as npt
 Audio = npt.NDArray[np.float32]
 
 
+def to_pcm16(x: Audio) -> bytes:
+    """Audio as stored (uploaded voices, a chunk's journaled audio): 16-bit little-endian."""
+    return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def from_pcm16(data: bytes) -> Audio:
+    x: Audio = np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32767.0)
+    return x
+
+
 class VoiceInfo(msgspec.Struct, kw_only=True):
     id: str
     name: str

@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from server.engines.base import Audio, Engine, EngineError
+from server.engines.base import Audio, Engine, EngineError, to_pcm16
 from server.streaming.pipeline import AudioPipeline
 
 log = structlog.get_logger("voxwire.worker")
@@ -54,16 +54,6 @@ class SegmentStart:
 
     index: int
     text: str
-
-
-def pcm16(audio: Audio) -> bytes:
-    """Engine audio as journaled: 16-bit, like the engines' own output (Piper's)."""
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-
-
-def from_pcm16(data: bytes) -> Audio:
-    out: Audio = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
-    return out
 
 
 @dataclass(slots=True)
@@ -412,7 +402,7 @@ class EngineWorker:
                             return False
                         whole.append(part)
                     audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
-                    head.append(ChunkPcm(job.index, len(job.text), pcm16(audio)))
+                    head.append(ChunkPcm(job.index, len(job.text), to_pcm16(audio)))
                     pieces = iter([audio])
                 else:
                     pieces = iter(self.engine.synthesize(job.text, job.voice, job.speed))
@@ -433,11 +423,7 @@ class EngineWorker:
                 while r.offset < len(r.piece):
                     start = r.offset
                     r.offset = start + slice_n
-                    frames = pipe.push(r.piece[start : r.offset])
-                    if job.skip_frames and frames:
-                        n = min(job.skip_frames, len(frames))
-                        job.skip_frames -= n
-                        frames = frames[n:]
+                    frames = _skip(job, pipe.push(r.piece[start : r.offset]))
                     r.pushed_n += len(r.piece[start : r.offset])
                     if job.first and r.pushed_n >= urgent_n:
                         job.first = False  # its listener has audio: it may now be paused
@@ -465,12 +451,7 @@ class EngineWorker:
             job.yield_requested = False
             job.resume = r
             return True
-        last = pipe.end_chunk()
-        if job.skip_frames:
-            n = min(job.skip_frames, len(last))
-            job.skip_frames -= n
-            last = last[n:]
-        r.pending.extend(last)
+        r.pending.extend(_skip(job, pipe.end_chunk()))
         r.pending.append(
             ChunkDone(
                 job.index,
@@ -483,3 +464,12 @@ class EngineWorker:
         )
         send(r.pending)
         return False
+
+
+def _skip(job: Job, frames: list[bytes]) -> list[bytes]:
+    """Drop the frames of a resumed chunk that another node already sent."""
+    if not job.skip_frames or not frames:
+        return frames
+    n = min(job.skip_frames, len(frames))
+    job.skip_frames -= n
+    return frames[n:]

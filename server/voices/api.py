@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from server.engines.base import EngineError, VoiceInfo
+from server.engines.base import EngineError, VoiceInfo, to_pcm16
 from server.openapi import VoicesResponse
 from server.speech import SpeechRequest, admit, error_response, stream_speech
 from server.state.voices import VoiceMeta, VoiceStoreFull, now
@@ -318,7 +318,7 @@ async def create_voice(request: Request) -> Response:
         duration_s=round(decoded.duration_s, 3),
     )
     try:
-        await state.voices.put(meta, upload.to_pcm16(decoded.audio))
+        await state.voices.put(meta, to_pcm16(decoded.audio))
     except VoiceStoreFull as exc:
         return error_response(
             507,

@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import structlog
 from redis.exceptions import RedisError
 
-from server.engines.base import EngineError
+from server.engines.base import EngineError, from_pcm16
 from server.state.voices import VoiceEvent, VoiceMeta
-from server.voices.upload import from_pcm16
 
 if TYPE_CHECKING:
     from server.app import AppState

@@ -387,12 +387,3 @@ def prepare(data: bytes, limits: UploadLimits) -> Decoded:
         codec=dec.codec,
         source_rate=dec.source_rate,
     )
-
-
-def to_pcm16(x: Audio) -> bytes:
-    return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-
-
-def from_pcm16(data: bytes) -> Audio:
-    x: Audio = np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32767.0)
-    return x
