@@ -99,9 +99,11 @@ class Journal:
         if self.broken or self.moved:
             return
         try:
-            fence = await asyncio.wait_for(
-                self.store.heartbeat(self.session_id, self.owner), self.timeout_s
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result
+            # when a cancel lands in the same loop turn as the reply, and the session's
+            # watchdog then outlived its connection (issue 11).
+            async with asyncio.timeout(self.timeout_s):
+                fence = await self.store.heartbeat(self.session_id, self.owner)
         except (RedisError, OSError, TimeoutError) as exc:
             self._break(f"{type(exc).__name__}: {exc}")
             return
@@ -111,13 +113,13 @@ class Journal:
         """Apply what is queued (within ``timeout``), then drop the record if ``delete``."""
         self._queue.append((None, None))
         self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
+        done, _ = await asyncio.wait([self._task], timeout=timeout)
+        if not done:
             self._task.cancel()
         if delete and not self.broken and not self.moved:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(self.store.delete(self.session_id, self.owner), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.store.delete(self.session_id, self.owner)
 
     # ------------------------------------------------------------ writer
 
@@ -154,7 +156,9 @@ class Journal:
                         if isinstance(op, Commit)
                         else op()
                     )
-                    self._fence(await asyncio.wait_for(write, self.timeout_s))
+                    async with asyncio.timeout(self.timeout_s):
+                        fence = await write
+                    self._fence(fence)
                 except (RedisError, OSError, TimeoutError) as exc:
                     self._break(f"{type(exc).__name__}: {exc}")
             if not self.moved:

@@ -59,3 +59,36 @@ class Metrics:
             registry=r,
         )
         self.state_store_up.set(1)
+        # Engine processes (issue 11): crashes, hangs and runaways are contained there.
+        self.engine_restarts = Counter(
+            "voxwire_engine_restarts",
+            "Engine processes replaced, by reason (crash, timeout, recycle, start_failed, "
+            "died_loading, start_timeout).",
+            ["engine", "reason"],
+            registry=r,
+        )
+        self.engine_quarantined = Counter(
+            "voxwire_engine_quarantined",
+            "Chunks whose text crashed or hung an engine process (refused for "
+            "engine_quarantine_s).",
+            ["engine"],
+            registry=r,
+        )
+        self.engine_processes = Gauge(
+            "voxwire_engine_processes", "Engine processes warm and serving.", ["engine"], registry=r
+        )
+        self.engine_output_cut = Counter(
+            "voxwire_engine_output_cut",
+            "Chunks whose engine audio ran past the bound its text allows, and was cut.",
+            ["engine"],
+            registry=r,
+        )
+
+    def engine_event(self, kind: str, engine: str, value: str) -> None:
+        """Events from the engine process supervisor (on its threads)."""
+        if kind == "restart":
+            self.engine_restarts.labels(engine, value).inc()
+        elif kind == "quarantined":
+            self.engine_quarantined.labels(engine).inc()
+        elif kind == "processes":
+            self.engine_processes.labels(engine).set(int(value))

@@ -51,6 +51,7 @@ from server.streaming.chunker import SentenceChunker
 from server.streaming.encoder import OpusEncoder, make_encoder
 from server.streaming.outbox import Outbox
 from server.streaming.pipeline import AudioPipeline
+from server.tasks import cancel_all
 from server.voices.registry import ensure_voice
 
 if TYPE_CHECKING:
@@ -188,9 +189,7 @@ class Session:
         finally:
             self.closing = True
             self._drop_work()
-            for t in self._tasks:
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_all(self._tasks)
             st.metrics.active_sessions.dec()
             st.sessions.discard(self)
             if self.journal is not None:
@@ -983,9 +982,8 @@ class Session:
         self.close_reason = reason
         if self.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.ws.close(code, reason), timeout or self.settings.close_grace_s
-                )
+                async with asyncio.timeout(timeout or self.settings.close_grace_s):
+                    await self.ws.close(code, reason)
 
     async def _fail(
         self, code: str, message: str, close_code: int, resume: p.ResumeHint | None = None
@@ -1003,15 +1001,10 @@ class Session:
                 t.cancel()
         # A stalled client gets close_grace_s in all to take the event and the close.
         deadline = time.monotonic() + self.settings.close_grace_s
+        event = p.Error(code=code, message=message, fatal=True, resume=resume)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                self.ws.send_text(
-                    p.encode_server_message(
-                        p.Error(code=code, message=message, fatal=True, resume=resume)
-                    )
-                ),
-                self.settings.close_grace_s,
-            )
+            async with asyncio.timeout(self.settings.close_grace_s):
+                await self.ws.send_text(p.encode_server_message(event))
         await self._close(close_code, code, max(0.1, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ drain (SIGTERM)
@@ -1050,7 +1043,7 @@ class Session:
         refresh_at = time.monotonic() + _SLOT_REFRESH_S
         heartbeat_s = min(_HEARTBEAT_S, s.resume_window_s / 3)
         heartbeat_at = time.monotonic() + heartbeat_s
-        while True:
+        while not self.closing:  # a lost cancel still ends the loop
             await asyncio.sleep(_WATCHDOG_PERIOD_S)
             now = time.monotonic()
             if self.journal is not None and now >= heartbeat_at:

@@ -3,10 +3,12 @@ journal stops (the memory store, no sockets; a broken store is tests/test_state_
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 
 from server.journal import Journal
-from server.state.sessions import ChunkAudio, Commit, MemorySessionStore, StoredFrame
+from server.state.sessions import ChunkAudio, Commit, Fence, MemorySessionStore, StoredFrame
 
 
 async def test_release_follows_the_write_and_keeps_order() -> None:
@@ -61,3 +63,35 @@ async def test_queued_commits_go_as_one_and_keep_a_new_chunk() -> None:
     assert snap is not None and snap.frames == 4 and snap.done_chars == 5
     assert snap.chunk == second
     assert [f.audio for f in await store.frames_from("s", 0)] == [b"a", b"b", b"c", b"d"]
+
+
+class _GatedStore(MemorySessionStore):
+    """The memory store, with heartbeat replies released by the test: it lets a test put
+    a reply and a cancel in the same event-loop turn, the interleaving that lost a
+    session's cancellation on Python 3.11 (issue 11)."""
+
+    def __init__(self) -> None:
+        super().__init__(ttl_s=10)
+        self.gate: asyncio.Future[None] | None = None
+
+    async def heartbeat(self, session_id: str, owner: str) -> Fence:
+        self.gate = asyncio.get_running_loop().create_future()
+        await self.gate
+        return await super().heartbeat(session_id, owner)
+
+
+async def test_a_cancel_in_the_same_turn_as_the_heartbeat_reply_is_not_lost() -> None:
+    store = _GatedStore()
+    await store.create("s", "a", b"{}", replay_frames=10)
+    j = Journal(store, "s", "a", 0, lambda: None, lambda w: None)
+    for _ in range(20):  # the race was one-sided: it either lost the cancel or not
+        task = asyncio.create_task(j.heartbeat())
+        while store.gate is None:
+            await asyncio.sleep(0)
+        gate, store.gate = store.gate, None
+        gate.set_result(None)  # the reply arrives ...
+        task.cancel()  # ... and the connection drops, in the same loop turn
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled(), "the heartbeat swallowed its task's cancellation"
+    await j.close(delete=True, timeout=5)

@@ -1,0 +1,79 @@
+"""The engine process: loads one engine and synthesizes what the server asks, one
+request at a time, until its pipe closes. Started by server/engines/process.py.
+
+Everything here may crash (espeak-ng segfaults on some strings) or hang; the
+server's side only ever sees a closed pipe or a missed deadline, never a dead
+node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from server.engines import ipc
+from server.engines.base import Engine, EngineError
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def build(name: str) -> Engine:
+    """The engines that can run in a process of their own."""
+    if name == "piper":
+        from server.engines.piper import PiperEngine
+
+        return PiperEngine()
+    raise ValueError(f"no engine {name!r} can run in an engine process")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def main(conn: Connection, name: str, max_rss_bytes: int, warm_text: str) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the server decides when
+    # its engines stop (its pipe closes), so a drain can still finish its utterances.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        engine = build(name)
+        engine.load()
+        if warm_text:
+            for _ in engine.synthesize(warm_text, engine.info().default_voice, 1.0):
+                pass
+    except Exception as exc:
+        conn.send_bytes(
+            ipc.encode(ipc.Failed(0, "engine_load_failed", f"{type(exc).__name__}: {exc}"))
+        )
+        return
+    conn.send_bytes(ipc.encode(ipc.Hello(os.getpid(), engine.info(), engine.voices())))
+    try:
+        _serve(conn, engine, max_rss_bytes)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the server went away
+
+
+def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
+    while True:
+        msg = ipc.decode_to_engine(conn.recv_bytes())
+        if isinstance(msg, ipc.Cancel):
+            continue  # for a request already over
+        try:
+            for piece in engine.synthesize(msg.text, msg.voice, msg.speed):
+                audio = np.ascontiguousarray(piece, dtype="<f4").tobytes()
+                conn.send_bytes(ipc.encode(ipc.Piece(msg.id, audio)))
+                if conn.poll(0):
+                    nxt = ipc.decode_to_engine(conn.recv_bytes())
+                    if isinstance(nxt, ipc.Cancel) and nxt.id == msg.id:
+                        break
+        except EngineError as exc:
+            conn.send_bytes(ipc.encode(ipc.Failed(msg.id, exc.code, exc.message)))
+            continue
+        rss = rss_bytes()
+        retiring = rss > max_rss_bytes
+        conn.send_bytes(ipc.encode(ipc.Finished(msg.id, rss, retiring)))
+        if retiring:
+            return

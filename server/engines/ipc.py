@@ -1,0 +1,60 @@
+"""Messages between the server and an engine process (server/engines/process.py).
+
+Sent with ``multiprocessing.connection.Connection.send_bytes`` (length-framed) as
+msgpack: audio travels as raw float32 bytes, so a piece costs one copy each way.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from server.engines.base import EngineInfo, VoiceInfo
+
+
+class Hello(msgspec.Struct, tag="hello"):
+    """The engine is loaded and warm: what it offers."""
+
+    pid: int
+    info: EngineInfo
+    voices: list[VoiceInfo]
+
+
+class Synthesize(msgspec.Struct, tag="synth"):
+    id: int
+    text: str
+    voice: str
+    speed: float
+
+
+class Cancel(msgspec.Struct, tag="cancel"):
+    """Stop request ``id`` at its next piece (a barge-in; the server dropped it)."""
+
+    id: int
+
+
+class Piece(msgspec.Struct, tag="piece"):
+    id: int
+    audio: bytes  # mono float32, little-endian, at the engine's rate
+
+
+class Finished(msgspec.Struct, tag="done"):
+    id: int
+    rss_bytes: int
+    # The process is over its memory bound and exits now: the server starts another.
+    retiring: bool = False
+
+
+class Failed(msgspec.Struct, tag="failed"):
+    """An EngineError (``id`` > 0), or the engine could not load (``id`` == 0)."""
+
+    id: int
+    code: str
+    message: str
+
+
+ToEngine = Synthesize | Cancel
+FromEngine = Hello | Piece | Finished | Failed
+
+encode = msgspec.msgpack.Encoder().encode
+decode_to_engine = msgspec.msgpack.Decoder(ToEngine).decode
+decode_from_engine = msgspec.msgpack.Decoder(FromEngine).decode
