@@ -45,6 +45,7 @@ from server.state.sessions import (
     SessionStore,
     Snapshot,
     StoredFrame,
+    TokenUsed,
 )
 from server.state.tokens import ResumeTokenError
 from server.streaming.chunker import SentenceChunker
@@ -438,10 +439,10 @@ class Session:
         assert self.output is not None
         return max(1, math.ceil(self.settings.replay_window_s * 1000 / self.output.frame_ms))
 
-    def _mint_token(self) -> str:
+    def _mint_token(self, epoch: int = 0) -> str:
         s = self.settings
         ttl = s.resume_token_ttl_s or (s.max_session_s + s.resume_window_s)
-        return self.state.resume_tokens.mint(self.session_id, ttl, self.key_id)
+        return self.state.resume_tokens.mint(self.session_id, ttl, self.key_id, epoch=epoch)
 
     def _open_journal(self, store: SessionStore, frames: int) -> None:
         self.journal = Journal(
@@ -512,7 +513,7 @@ class Session:
                 "this server keeps no session state (resume_window_s=0); start a new session",
             )
         try:
-            st.resume_tokens.verify(r.token, r.session_id, self.key_id)
+            epoch = st.resume_tokens.verify(r.token, r.session_id, self.key_id)
         except ResumeTokenError as exc:
             await self._fail(exc.code, exc.message, CLOSE_POLICY)
             return
@@ -531,7 +532,7 @@ class Session:
             peek = await store.peek(sid)
             problem = expired if peek is None else self._check_resume(r, peek)
             if problem is None:
-                snap = await store.takeover(sid, self.owner)
+                snap = await store.takeover(sid, self.owner, epoch)
                 if snap is None:
                     problem = expired
                 else:
@@ -543,6 +544,14 @@ class Session:
                     problem = self._check_resume(
                         r, Peek(frames=snap.frames, acked=snap.acked, oldest=oldest)
                     )
+        except TokenUsed:
+            await self._fail(
+                "resume_token_used",
+                f"this resume token of session {sid!r} was used already (a token is good "
+                "for one resume; use the one from the newest 'ready')",
+                CLOSE_POLICY,
+            )
+            return
         except ResumeUnavailable:
             await self._fail(
                 "resume_unavailable",
@@ -589,7 +598,7 @@ class Session:
         self._begin(
             meta.engine,
             pre_skip,
-            self._mint_token(),
+            self._mint_token(snap.epoch),
             resumed=True,
             next_frame=first,
             chars_accepted=len(snap.text),

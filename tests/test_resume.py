@@ -369,3 +369,56 @@ async def test_the_old_node_lets_go_when_the_session_resumes_elsewhere(
     assert second.close_code == 1000
     assert second.of("done")[-1]["frames"] == len(first.frames) + len(second.frames)
     assert " ".join(s["text"] for s in second.of("segment")).split() == STATION.split()
+
+
+async def test_a_resume_token_is_good_for_one_resume(server: ServerProcess) -> None:
+    """A used token cannot take the session again; the token from the new `ready` can."""
+    ws, first = await _start(server.ws_url)
+    ready = first.of("ready")[0]
+    await ws.close()
+    req = {"session_id": ready["session_id"], "token": ready["resume_token"]}
+    ws2, second = await _start(server.ws_url, resume=req)
+    again = second.of("ready")[0]
+    assert again["resumed"] and again["resume_token"] != ready["resume_token"]
+    await ws2.close()
+    ws3, third = await _start(server.ws_url, resume=req)  # the old token once more
+    third = await recv_until(ws3, third, timeout=10)
+    assert third.close_code == 1008 and not third.of("ready")
+    err = third.of("error")[-1]
+    assert err["code"] == "resume_token_used" and "used already" in err["message"]
+    fresh = {"session_id": ready["session_id"], "token": again["resume_token"]}
+    ws4, fourth = await _start(server.ws_url, resume=fresh)
+    assert fourth.of("ready") and fourth.of("ready")[0]["resumed"]
+    await ws4.close()
+
+
+async def test_two_simultaneous_resumes_with_one_token_one_wins(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Two connections resume with the same token at once (one per node): exactly one
+    gets `ready` and the replayed frames; the other is refused before any frame."""
+    a, b = nodes
+    ws, first = await _start(a.ws_url)
+    ready = first.of("ready")[0]
+    await send(ws, type="text", text=FOX)
+    await send(ws, type="flush")
+    first = await recv_until(ws, first, stop="flushed", timeout=30)
+    ws.transport.abort()
+    req = {"session_id": ready["session_id"], "token": ready["resume_token"], "from_frame": 0}
+
+    async def resume(url: str) -> Rec:
+        ws = await connect(url)
+        await send(ws, type="start", resume=req)
+        rec = await recv_until(ws, Rec(), stop="ready", timeout=20)
+        if rec.of("ready"):
+            rec = await recv_until(ws, rec, frames=len(first.frames), timeout=20)
+        await ws.close()
+        return rec
+
+    results = await asyncio.gather(resume(a.ws_url), resume(b.ws_url))
+    winners = [r for r in results if r.of("ready")]
+    losers = [r for r in results if not r.of("ready")]
+    assert len(winners) == 1 and len(losers) == 1, [r.events for r in results]
+    assert winners[0].frames == first.frames
+    assert losers[0].frames == []
+    assert losers[0].of("error")[-1]["code"] == "resume_token_used"

@@ -45,6 +45,11 @@ class ResumeUnavailable(Exception):
     """The session's journal was broken (the store failed while it ran)."""
 
 
+class TokenUsed(Exception):
+    """The session was taken over since the resume token was minted: the token was
+    used already (a token is good for one takeover; ``ready`` brings the next)."""
+
+
 class StoredFrame(msgspec.Struct, array_like=True):
     n: int  # frame number: the n-th binary message of the session
     audio: bytes
@@ -128,8 +133,14 @@ class SessionStore(Protocol):
 
     async def delete(self, session_id: str, owner: str) -> None: ...
 
-    async def takeover(self, session_id: str, owner: str) -> Snapshot | None:
-        """Make ``owner`` the session's writer; None if it does not exist (any more)."""
+    async def takeover(
+        self, session_id: str, owner: str, epoch: int | None = None
+    ) -> Snapshot | None:
+        """Make ``owner`` the session's writer; None if it does not exist (any more).
+
+        With ``epoch`` (the one the resume token was minted in), only if the session
+        is still in that epoch, else TokenUsed: of two resumes with one token, one wins.
+        """
         ...
 
     async def frames_from(self, session_id: str, first: int) -> list[StoredFrame]:
@@ -268,12 +279,16 @@ class MemorySessionStore:
         oldest = s.window[0].n if s.window else None
         return Peek(frames=s.frames, acked=s.acked, oldest=oldest)
 
-    async def takeover(self, session_id: str, owner: str) -> Snapshot | None:
+    async def takeover(
+        self, session_id: str, owner: str, epoch: int | None = None
+    ) -> Snapshot | None:
         s = self._get(session_id)
         if s is None:
             return None
         if s.broken:
             raise ResumeUnavailable(session_id)
+        if epoch is not None and s.epoch != epoch:
+            raise TokenUsed(session_id)
         s.owner = owner
         s.epoch += 1
         s.expires = time.monotonic() + self.ttl_s
@@ -422,6 +437,7 @@ _DELETE = _FENCE + "\nredis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS
 _TAKEOVER = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if redis.call('HGET', KEYS[1], 'broken') then return 'broken' end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[3] then return 'used' end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
@@ -507,11 +523,16 @@ class RedisSessionStore:
     async def delete(self, session_id: str, owner: str) -> None:
         await self._fenced(self._delete, session_id, owner)
 
-    async def takeover(self, session_id: str, owner: str) -> Snapshot | None:
-        r = await self._takeover(keys=self.keys(session_id), args=[owner, self._ttl_ms])
+    async def takeover(
+        self, session_id: str, owner: str, epoch: int | None = None
+    ) -> Snapshot | None:
+        want = "" if epoch is None else str(epoch)
+        r = await self._takeover(keys=self.keys(session_id), args=[owner, self._ttl_ms, want])
         if r is None:
             return None
         if not isinstance(r, list):
+            if _s(r) == "used":
+                raise TokenUsed(session_id)
             raise ResumeUnavailable(session_id)
         flat, text, marks, pcm = r
         h = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
