@@ -37,12 +37,84 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int, _D(ge=1, le=64, description="Worker threads per engine (each runs one chunk at once).")
     ] = 1
     warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True
+    engine_isolation: Annotated[
+        Literal["process", "thread"],
+        _D(
+            description="`process`: the embedded engine (Piper) runs in supervised child "
+            "processes, so a crash or hang in it kills only that process; `thread`: in "
+            "the server's own process (no isolation; for comparisons and debugging)."
+        ),
+    ] = "process"
+    engine_spare_processes: Annotated[
+        int,
+        _D(
+            ge=0,
+            le=16,
+            description="Warm engine processes kept beyond `engine_threads`, so that "
+            "other sessions go on without a gap while a crashed one restarts.",
+        ),
+    ] = 1
+    engine_deadline_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Engine time allowed for a chunk: this much, plus "
+            "`engine_deadline_per_char_s` per character (divided by the speed); a "
+            "process past it is killed and the chunk skipped with `engine_timeout`.",
+        ),
+    ] = 5.0
+    engine_deadline_per_char_s: Annotated[
+        float, _D(ge=0, description="Engine time allowed per character of a chunk.")
+    ] = 0.025
+    engine_start_timeout_s: Annotated[
+        float, _D(gt=0, description="Time an engine process has to load and warm up.")
+    ] = 120.0
+    engine_max_rss_mb: Annotated[
+        int,
+        _D(
+            ge=64,
+            description="An engine process whose memory (RSS) is above this after a "
+            "chunk is replaced by a fresh one.",
+        ),
+    ] = 1024
+    engine_restart_backoff_max_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Longest wait between restarts of an engine process that keeps "
+            "failing to start (the wait doubles from 0.5 s).",
+        ),
+    ] = 30.0
+    engine_quarantine_s: Annotated[
+        float,
+        _D(
+            ge=0,
+            description="A chunk whose text crashed or hung an engine process is "
+            "refused (`text_quarantined`) for this long instead of being retried.",
+        ),
+    ] = 600.0
     max_sessions: Annotated[
         int, _D(ge=1, description="Concurrent WebSocket sessions; more are refused (close 1013).")
     ] = 256
     max_message_bytes: Annotated[
         int, _D(ge=1024, description="Largest client message; larger closes with 1009.")
     ] = 65536
+    max_body_bytes: Annotated[
+        int,
+        _D(
+            ge=1024,
+            description="Largest HTTP request body (voice uploads: `voice_max_bytes`); a "
+            "longer one is refused with 413 as it streams in, before it is read whole.",
+        ),
+    ] = 65536
+    header_timeout_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Time a connection has to send a request's line and headers "
+            "(from its opening, or the first byte of its next request); then it is closed.",
+        ),
+    ] = 10.0
     max_buffered_chars: Annotated[
         int,
         _D(
@@ -51,6 +123,15 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "text beyond it is refused with `text_buffer_full`.",
         ),
     ] = 20000
+    max_session_chars: Annotated[
+        int,
+        _D(
+            ge=100,
+            description="Text one session may send in all (every character counts, "
+            "whitespace too, since all of it is journaled for resume); beyond it text is "
+            "refused with `session_text_limit`.",
+        ),
+    ] = 200000
     max_unsent_audio_s: Annotated[
         float,
         _D(
@@ -63,10 +144,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         float,
         _D(
             gt=0,
-            description="How long a session may stay above `max_unsent_audio_s` "
-            "before it is closed with `slow_consumer`.",
+            description="How long a session may stay above `max_unsent_audio_s`, or take "
+            "its waiting audio slower than `slow_consumer_min_rate`, before it is closed "
+            "with `slow_consumer`.",
         ),
     ] = 10.0
+    slow_consumer_min_rate: Annotated[
+        float,
+        _D(
+            ge=0,
+            description="While audio waits for it, a client must take at least this many "
+            "seconds of audio per second (1 = real time), measured over "
+            "`slow_consumer_timeout_s`; a client that stopped reading (socket buffers "
+            "full) takes none. 0 turns the check off.",
+        ),
+    ] = 0.5
     drain_grace_s: Annotated[
         float,
         _D(
@@ -289,6 +381,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     voice_preview_max_chars: Annotated[
         int, _D(ge=1, description="Longest text of `POST /v1/voices/{id}/preview`.")
     ] = 300
+    voice_sharing: Annotated[
+        Literal["private", "shared"],
+        _D(
+            description="With API keys: `private`, an uploaded voice exists only for the key "
+            "that uploaded it; `shared`, every key lists and speaks with it (only its owner "
+            "deletes it). Open servers share everything."
+        ),
+    ] = "private"
     redis_url: Annotated[
         str,
         _D(
@@ -361,6 +461,21 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "the server's own (`*` for any)."
         ),
     ] = ""
+    allowed_hosts: Annotated[
+        str,
+        _D(
+            description="Comma-separated host names the server is reached by (besides "
+            "loopback names, IP addresses and `host`): a page's Origin counts as the "
+            "server's own only when its Host is one of these (DNS rebinding).",
+        ),
+    ] = ""
+    require_api_keys: Annotated[
+        bool,
+        _D(
+            description="Never serve without an API key: with no key configured and none "
+            "in Redis (emptied, or a new Redis), answer 503 `access_rules_lost`.",
+        ),
+    ] = False
     cors_origins: Annotated[
         str,
         _D(
@@ -435,13 +550,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per setting; absent flags leave the env/default value alone."""
     for name, typ, default, desc in _field_info():
         flag = "--" + name.replace("_", "-")
+        # argparse formats help with %: a literal % ("packet loss, %") must be doubled
+        text = f"{desc} (default {default})".replace("%", "%%")
         if typ is bool:
             parser.add_argument(
                 flag,
                 dest=name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{desc} (default {default})",
+                help=text,
             )
         else:
             choices: Sequence[Any] | None = get_args(typ) if get_origin(typ) is Literal else None
@@ -450,7 +567,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 dest=name,
                 default=None,
                 choices=choices,
-                help=f"{desc} (default {default})",
+                help=text,
             )
 
 

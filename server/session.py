@@ -15,6 +15,8 @@ import math
 import secrets
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -53,7 +55,8 @@ from server.streaming.encoder import OpusEncoder, make_encoder
 from server.streaming.outbox import Outbox
 from server.streaming.pipeline import AudioPipeline
 from server.tasks import cancel_all
-from server.voices.registry import ensure_voice
+from server.voices.registry import ensure_voice, server_voices
+from server.ws_protocol import UNSENT_BYTES
 
 if TYPE_CHECKING:
     from server.app import AppState
@@ -138,6 +141,13 @@ class Session:
         self.connected_at = now
         self.last_client_msg = now
         self.over_limit_since: float | None = None
+        # slow consumer: (time, audio_s_sent) samples while audio waits for the client
+        self._sending = False
+        self._backlog: deque[tuple[float, float]] = deque()
+        self._bytes_sent = 0  # audio bytes, to turn the socket's backlog into seconds
+        self.socket_unsent_s = 0.0  # audio the client's TCP has not taken (watchdog)
+        probe = ws.scope.get("extensions", {}).get(UNSENT_BYTES)
+        self._unsent_bytes: Callable[[], int] = probe if callable(probe) else (lambda: 0)
         self._tasks: list[asyncio.Task[None]] = []
         self.key_id: str | None = None
         # Resume (issue 4): the journal in the state store, and engine output waiting
@@ -315,7 +325,7 @@ class Session:
         engine_name = msg.engine or self.settings.engine
         if msg.voice:
             # An uploaded voice: checked in the shared store, loaded here if need be.
-            problem = await ensure_voice(self.state, engine_name, msg.voice)
+            problem = await ensure_voice(self.state, engine_name, msg.voice, self.key_id)
             if problem is not None:
                 raise p.ProtocolError(*problem)
         pre_skip = self._configure(
@@ -394,7 +404,8 @@ class Session:
             raise p.ProtocolError(
                 "unknown_voice",
                 f"engine {engine_name!r} has no voice {voice!r}; available: "
-                + ", ".join(sorted(voices)),
+                # never another key's uploaded voices
+                + ", ".join(sorted(v.id for v in server_voices(engine))),
             )
         if language is not None:
             langs = engine.info().languages
@@ -569,7 +580,7 @@ class Session:
                 if other is not self and other.session_id == snap.session_id:
                     other.moved()
             meta = msgspec.json.decode(snap.meta, type=SessionMeta)
-            problem = await ensure_voice(self.state, meta.engine, meta.voice)
+            problem = await ensure_voice(self.state, meta.engine, meta.voice, self.key_id)
         pre_skip = 0
         if problem is None and meta is not None:
             try:
@@ -648,6 +659,15 @@ class Session:
         )
 
     def _text(self, text: str) -> None:
+        limit = self.settings.max_session_chars
+        if self.chars_in + len(text) > limit:
+            # Whitespace and unspeakable text count too: the journal keeps all of it.
+            raise p.ProtocolError(
+                "session_text_limit",
+                f"this session has sent {self.chars_in} characters and may send "
+                f"{limit} in all (max_session_chars); this text ({len(text)} characters) "
+                "was dropped — start a new session",
+            )
         buffered = self.chunker.buffered_chars + self.pending_chars
         if buffered + len(text) > self.settings.max_buffered_chars:
             raise p.ProtocolError(
@@ -744,7 +764,13 @@ class Session:
     # ------------------------------------------------------------------ engine output
 
     def can_take_work(self) -> bool:
-        return self.outbox.audio_s < self.settings.max_unsent_audio_s
+        return self.unsent_s < self.settings.max_unsent_audio_s
+
+    @property
+    def unsent_s(self) -> float:
+        """Audio made for the client and not taken by it: the outbox, plus what sits in
+        this side's socket buffers (sampled by the watchdog)."""
+        return self.outbox.audio_s + self.socket_unsent_s
 
     def wants_chunk_pcm(self) -> bool:
         j = self.journal
@@ -954,15 +980,16 @@ class Session:
                 if is_frame:
                     # Counted before the send: a cancel during it must not reuse the number.
                     self.frames_sent += 1
+                    self._sending = True
                     await ws.send_bytes(item)
+                    self._sending = False
+                    self._bytes_sent += len(item)
                     self.audio_s_sent += frame_s
                     metrics.frames_sent.inc()
                     metrics.audio_seconds.inc(frame_s)
                     if self._ttfa_t0 is not None:
                         self._note_ttfa(self._ttfa_t0)
-                    if self.worker is not None and outbox.audio_s < (
-                        self.settings.max_unsent_audio_s
-                    ):
+                    if self.worker is not None and self.can_take_work():
                         self.worker.wake()
                     continue
                 if isinstance(item, SegmentStart):
@@ -974,7 +1001,9 @@ class Session:
                     )
                 elif isinstance(item, p.Done):
                     item = p.encode_server_message(p.Done(frames=self.frames_sent))
+                self._sending = True
                 await ws.send_text(item)
+                self._sending = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client went away mid-send
@@ -1082,20 +1111,59 @@ class Session:
                     "idle_timeout", f"no message for {s.idle_timeout_s:g} s", CLOSE_POLICY
                 )
                 return
-            if self.outbox.audio_s >= s.max_unsent_audio_s:
+            self._sample_socket()
+            if self.unsent_s >= s.max_unsent_audio_s:
                 if self.over_limit_since is None:
                     self.over_limit_since = now
                 elif now - self.over_limit_since > s.slow_consumer_timeout_s:
-                    await self._fail(
-                        "slow_consumer",
-                        f"client fell {self.outbox.audio_s:.1f} s of audio behind for over "
-                        f"{s.slow_consumer_timeout_s:g} s (limit max_unsent_audio_s="
-                        f"{s.max_unsent_audio_s:g})",
-                        CLOSE_POLICY,
-                    )
+                    await self._fail("slow_consumer", self._slow_message(None), CLOSE_POLICY)
                     return
             else:
                 self.over_limit_since = None
+            rate = self._take_rate(now)
+            if rate is not None and rate < s.slow_consumer_min_rate:
+                await self._fail("slow_consumer", self._slow_message(rate), CLOSE_POLICY)
+                return
+
+    def _slow_message(self, rate: float | None) -> str:
+        s = self.settings
+        took = "" if rate is None else f"took {rate:.2f} s of audio per second and "
+        return (
+            f"client {took}left audio waiting for over {s.slow_consumer_timeout_s:g} s "
+            f"({self.unsent_s:.1f} s of it not taken by the client's TCP; limits: "
+            f"max_unsent_audio_s="
+            f"{s.max_unsent_audio_s:g}, slow_consumer_min_rate={s.slow_consumer_min_rate:g})"
+        )
+
+    def _sample_socket(self) -> None:
+        was = self.socket_unsent_s
+        if self._bytes_sent and self.audio_s_sent > 0:
+            per_s = self._bytes_sent / self.audio_s_sent
+            self.socket_unsent_s = min(self._unsent_bytes() / per_s, self.audio_s_sent)
+        else:
+            self.socket_unsent_s = 0.0
+        if was >= self.settings.max_unsent_audio_s > self.socket_unsent_s and self.worker:
+            self.worker.wake()  # the client caught up: the engine may go on
+
+    def _take_rate(self, now: float) -> float | None:
+        """How fast the client took audio over the last ``slow_consumer_timeout_s``, if
+        audio waited for it all that time (else None). A client that stopped reading
+        leaves the sender stuck in one send once the socket buffers are full: the
+        unsent-audio bound alone never sees it, since the engine stops at that bound."""
+        waiting = len(self.outbox) > 0 or self._sending
+        if not waiting or self.settings.slow_consumer_min_rate <= 0:
+            self._backlog.clear()
+            return None
+        window = self.settings.slow_consumer_timeout_s
+        b = self._backlog
+        taken = self.audio_s_sent - self.socket_unsent_s
+        b.append((now, taken))
+        while len(b) > 1 and b[1][0] <= now - window:
+            b.popleft()
+        t0, taken0 = b[0]
+        if now - t0 < window:
+            return None
+        return max(0.0, taken - taken0) / (now - t0)
 
     # ------------------------------------------------------------------ logging
 

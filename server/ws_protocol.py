@@ -17,21 +17,48 @@ session's own bound on unsent audio.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import struct
+import termios
 
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, Request
+
+# The scope extension through which a session sees how much it has sent that the
+# client's TCP has not taken yet (asyncio's buffer plus the kernel's send queue).
+UNSENT_BYTES = "voxwire.unsent_bytes"
 
 
 class VoxwireWSProtocol(WSProtocol):
     send_buffer_bytes = 0  # 0 leaves the kernel's autotuning alone
+    _fd = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
-        if self.send_buffer_bytes and sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        if sock is not None:
+            self._fd = sock.fileno()
+            if self.send_buffer_bytes:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
         super().connection_made(transport)  # type: ignore[arg-type]
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        self.scope["extensions"][UNSENT_BYTES] = self.unsent_bytes  # type: ignore[assignment]
+
+    def unsent_bytes(self) -> int:
+        """Bytes written and not yet acknowledged by the peer's TCP: a client that stops
+        reading fills the kernel's send queue long before ``send()`` waits (SIOCOUTQ
+        counts unsent and unacknowledged bytes, tcp(7))."""
+        n = self.transport.get_write_buffer_size()
+        if self._fd >= 0:
+            try:
+                out = fcntl.ioctl(self._fd, termios.TIOCOUTQ, b"\0\0\0\0")
+                n += struct.unpack("i", out)[0]
+            except OSError:
+                pass  # closed
+        return n
 
     def handle_close(self, event: CloseConnection) -> None:
         if not self.close_sent and self.conn.state == ConnectionState.OPEN:

@@ -4,10 +4,13 @@ stops taking engine work, and it is closed with ``slow_consumer``; others go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import socket
 from collections.abc import Iterator
 
 import pytest
+import websockets
 
 from tests.support import (
     Received,
@@ -93,3 +96,82 @@ async def test_slow_consumer_is_bounded_and_closed(bp_server: ServerProcess) -> 
     assert other.close_code == 1000 and not other.of("error")
     heard = transcribe(decode_pcm(other.frames), 16000)
     assert word_recall(POLITE, heard) >= 0.5, heard
+
+
+@pytest.fixture(scope="module")
+def rate_server() -> Iterator[ServerProcess]:
+    # The default max_unsent_audio_s (4 s): the last of an utterance fits under it, so
+    # only the take-rate rule can see a client that stopped reading.
+    srv = ServerProcess(slow_consumer_timeout_s=2.0)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+async def test_a_client_that_stops_reading_at_the_end_gets_slow_consumer(
+    rate_server: ServerProcess,
+) -> None:
+    """All the text is synthesized; what the socket buffers cannot take waits in the
+    outbox below max_unsent_audio_s, the sender stuck in one send. Before, nothing
+    fired until the WebSocket ping timeout (1011, ~40 s)."""
+    ws = await connect(rate_server.ws_url, sock=_small_socket(rate_server.port), max_queue=1)
+    await send(ws, type="start", output={"encoding": "pcm_s16le", "sample_rate": 48000})
+    await send(ws, type="text", text=POLITE + " " + SENTENCE)
+    await send(ws, type="end")
+    await asyncio.sleep(6.0)  # reads nothing: 2 s to notice, within close_grace_s (5 s)
+    rec = await recv_until(ws, Received(), timeout=30)
+    assert (rec.close_code, rec.close_reason) == (1008, "slow_consumer"), rec.events[-3:]
+    err = rec.of("error")[-1]
+    assert err["code"] == "slow_consumer" and err["fatal"] is True
+    assert "not taken by the client" in err["message"], err["message"]
+    assert not rec.of("done")
+
+
+async def test_a_client_reading_at_a_fifth_of_real_time_gets_slow_consumer(
+    rate_server: ServerProcess,
+) -> None:
+    ws = await connect(rate_server.ws_url, sock=_small_socket(rate_server.port), max_queue=1)
+    await send(ws, type="start")  # Opus
+    await send(ws, type="text", text=SENTENCE * 8)
+    await send(ws, type="end")
+    rec = Received()
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async with asyncio.timeout(60):
+            while True:
+                msg = await ws.recv()
+                if isinstance(msg, bytes):
+                    rec.frames.append(msg)
+                    await asyncio.sleep(0.1)  # a 20 ms frame every 100 ms
+                else:
+                    rec.events.append(json.loads(msg))
+    # Closed before the end of the utterance. This reader is too slow to reach the error
+    # event and close frame behind the audio in the socket buffers within close_grace_s,
+    # so the server's log tells why.
+    assert ws.close_code is not None and not rec.of("done")
+    ends = [e for e in rate_server.log_events("session_end") if e["frames_sent"] > 0]
+    assert ends and ends[-1]["close_reason"] == "slow_consumer", ends[-1:]
+    errs = [e for e in rate_server.log_events("client_error") if e["code"] == "slow_consumer"]
+    assert "slow_consumer_min_rate=0.5" in errs[-1]["message"], errs[-1:]
+
+
+async def test_a_client_reading_at_real_time_is_not_a_slow_consumer(
+    rate_server: ServerProcess,
+) -> None:
+    ws = await connect(rate_server.ws_url, max_queue=1)
+    await send(ws, type="start")
+    await send(ws, type="text", text=SENTENCE * 2)  # ~10 s of speech, made faster
+    await send(ws, type="end")
+    rec = Received()
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async with asyncio.timeout(60):
+            while True:
+                msg = await ws.recv()
+                if isinstance(msg, bytes):
+                    rec.frames.append(msg)
+                    await asyncio.sleep(0.015)  # a little faster than it plays
+                else:
+                    rec.events.append(json.loads(msg))
+    assert ws.close_code == 1000 and rec.of("done"), rec.events[-3:]
+    assert not rec.of("error")

@@ -1,6 +1,10 @@
 """The voices API: ``GET/POST /v1/voices``, ``GET/DELETE /v1/voices/{id}``,
 ``POST /v1/voices/{id}/preview``. Errors use OpenAI's body with a stable ``code``
-(docs/voices.md lists them)."""
+(docs/voices.md lists them).
+
+An uploaded voice belongs to the API key that uploaded it: every route here answers a
+voice another key may not see (``registry.visible``) exactly as an id that does not
+exist (404 ``voice_not_found``, absent from the listing)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
+from server.auth import key_of
 from server.engines.base import EngineError, VoiceInfo, to_pcm16
 from server.openapi import VoicesResponse
 from server.speech import SpeechRequest, admit, error_response, stream_speech
@@ -78,8 +83,23 @@ def _store_down() -> Response:
 
 
 def _not_found(voice_id: str) -> Response:
+    """The answer for an id that does not exist for the caller: never uploaded, deleted,
+    or another key's voice (the same words, so none of these can be told apart)."""
     shown = voice_id if len(voice_id) <= 80 else voice_id[:80] + "…"
     return error_response(404, f"there is no voice {shown!r}", param="id", code="voice_not_found")
+
+
+async def _visible_meta(request: Request, voice_id: str) -> VoiceMeta | Response:
+    """The uploaded voice ``voice_id`` if the caller's key may see it, else the 404 (or
+    the 503 when the store cannot be read)."""
+    state = _state(request)
+    try:
+        meta = await state.voices.meta(voice_id)
+    except (RedisError, OSError):
+        return _store_down()
+    if meta is None or not registry.visible(state, meta, key_of(request.scope)):
+        return _not_found(voice_id)
+    return meta
 
 
 def _voice(meta: VoiceMeta) -> Voice:
@@ -116,12 +136,14 @@ def upload_info(state: AppState) -> UploadInfo | None:
 
 async def list_voices(request: Request) -> Response:
     state = _state(request)
+    kid = key_of(request.scope)
     try:
-        stored = await state.voices.list()
+        stored = [m for m in await state.voices.list() if registry.visible(state, m, kid)]
     except (RedisError, OSError):
         return _store_down()
-    ids = {m.id for m in stored}
-    voices = [v for e in state.engines.values() for v in e.voices() if v.id not in ids]
+    # The engines also list the uploaded voices this node has cached (anyone's): only
+    # the store's answer, filtered by owner, says which of those the caller may see.
+    voices = [v for e in state.engines.values() for v in registry.server_voices(e)]
     voices += [
         VoiceInfo(
             id=m.id,
@@ -141,11 +163,8 @@ async def get_voice(request: Request) -> Response:
     state = _state(request)
     voice_id: str = request.path_params["voice_id"]
     if registry.is_uploaded_id(voice_id):
-        try:
-            meta = await state.voices.meta(voice_id)
-        except (RedisError, OSError):
-            return _store_down()
-        return _not_found(voice_id) if meta is None else _ok(_voice(meta))
+        found = await _visible_meta(request, voice_id)
+        return found if isinstance(found, Response) else _ok(_voice(found))
     for engine in state.engines.values():
         for v in engine.voices():
             if v.id == voice_id:
@@ -175,14 +194,46 @@ async def delete_voice(request: Request) -> Response:
                 code="voice_not_deletable",
             )
         return _not_found(voice_id)
+    meta = await _visible_meta(request, voice_id)
+    if isinstance(meta, Response):
+        return meta
+    kid = key_of(request.scope)
+    if not registry.deletable(meta, kid):  # visible to all (voice_sharing: shared)
+        return error_response(
+            403,
+            f"voice {voice_id!r} belongs to another API key and is shared with yours "
+            "(voice_sharing: shared); only the key that uploaded it can delete it",
+            "permission_error",
+            param="id",
+            code="voice_not_owned",
+        )
     try:
         found = await state.voices.delete(voice_id)
     except (RedisError, OSError):
         return _store_down()
     if not found:
         return _not_found(voice_id)
-    log.info("voice_deleted", voice=voice_id)
+    log.info("voice_deleted", voice=voice_id, key_id=kid)
     return _ok(VoiceDeleted(id=voice_id))
+
+
+async def _decode(data: bytes, limits: upload.UploadLimits) -> upload.Decoded:
+    """``upload.prepare`` on a thread. It names every problem it knows of; anything else
+    FFmpeg (PyAV) throws at a hostile file is still the file's fault, so it is a 422 that
+    names the error, never a 500 (and logged with its traceback, to be named properly)."""
+    try:
+        return await asyncio.to_thread(upload.prepare, data, limits)
+    except upload.UploadError:
+        raise
+    except Exception as exc:
+        log.exception("voice_decode_failed", error=f"{type(exc).__name__}: {exc}")
+        raise upload.UploadError(
+            422,
+            "audio_undecodable",
+            f"the audio does not decode ({type(exc).__name__}: {exc}); accepted formats: "
+            f"{upload.FORMATS_TEXT}",
+            "audio",
+        ) from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -287,7 +338,7 @@ async def create_voice(request: Request) -> Response:
             return error_response(
                 503, "engines are still loading; retry shortly", "server_error", code="not_ready"
             )
-        decoded = await asyncio.to_thread(upload.prepare, data, limits)
+        decoded = await _decode(data, limits)
         engine = cloner[fields.engine]
         voice_id = "v_" + secrets.token_urlsafe(12)
         try:
@@ -316,6 +367,7 @@ async def create_voice(request: Request) -> Response:
         transcript=fields.transcript,
         created=now(),
         duration_s=round(decoded.duration_s, 3),
+        owner=key_of(request.scope),
     )
     try:
         await state.voices.put(meta, to_pcm16(decoded.audio))
@@ -328,10 +380,11 @@ async def create_voice(request: Request) -> Response:
         )
     except (RedisError, OSError):
         return _store_down()
-    state.voices.cache.put(voice_id, prepared)
+    state.voices.cache.put(voice_id, prepared, meta)
     log.info(
         "voice_created",
         voice=voice_id,
+        key_id=meta.owner,
         engine=fields.engine,
         language=fields.language,
         format=f"{decoded.container}/{decoded.codec}",
@@ -388,13 +441,10 @@ async def preview_voice(request: Request) -> Response:
     except upload.UploadError as exc:
         return _refuse(exc)
     if registry.is_uploaded_id(voice_id):
-        try:
-            meta = await state.voices.meta(voice_id)
-        except (RedisError, OSError):
-            return _store_down()
-        if meta is None:
-            return _not_found(voice_id)
-        problem = await ensure_voice(state, meta.engine, voice_id)
+        meta = await _visible_meta(request, voice_id)
+        if isinstance(meta, Response):
+            return meta
+        problem = await ensure_voice(state, meta.engine, voice_id, key_of(request.scope))
         if problem is not None:
             code, message = problem
             if code == "unknown_voice":

@@ -1,14 +1,34 @@
 """The node-local side of uploaded voices: getting them from the shared store into the
 engine that speaks them, and keeping that bounded cache honest.
 
+- ``visible`` / ``deletable``: who may see and use, and who may delete, an uploaded
+  voice (see "Owners" below).
 - ``ensure_voice``: a session (or request) about to use a voice calls it. For an
   uploaded voice it reads the metadata from the store (check-on-use: a voice deleted
-  on another node is refused here even if the delete notice was missed), and loads
-  the voice into the engine's cache when this node does not have it ready.
+  on another node is refused here even if the delete notice was missed), checks that
+  the caller's key may use it, and loads the voice into the engine's cache when this
+  node does not have it ready.
 - ``follow``: a task per node. It hears the store's notices: a delete evicts (the
   store does that), a creation elsewhere is prepared here at once, and on start and
   after every reconnection the newest voices are prepared up to the cache's size, so
   a session that names a voice usually finds it ready.
+
+Owners. An uploaded voice belongs to the API key that uploaded it (``VoiceMeta.owner``,
+the key id the access layer gives: ``server.auth.key_of``). With keys configured, a
+voice exists only for its owner (setting ``voice_sharing: private``, the default): to
+any other key it is answered exactly like an id that was never uploaded (404
+``voice_not_found`` over HTTP, ``unknown_voice`` on the WebSocket, absent from
+listings), so nothing tells a key that another key's voice exists. With
+``voice_sharing: shared`` every key lists and speaks with every voice, and only the
+owner deletes it. Built-in voices are everyone's. On an open server (no keys, so no
+key id) everything is everyone's, as before owners existed.
+
+A voice without an owner (uploaded while the server was open, or stored before voices
+had owners) is treated as the operator's and shared: every key sees, uses and may
+delete it, which is exactly how it behaved before, so an upgrade neither hides voices
+that sessions use nor leaves records that no key can remove (they would still count
+against ``voice_max_count``). To make such a voice private, upload it again with the
+key that should own it and delete the old one.
 
 The F5 engine reads uploaded voices from ``store.cache`` (installed as
 ``F5Engine.uploaded`` at start-up), so ``engine.voices()`` and ``engine.voice()``
@@ -24,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import structlog
 from redis.exceptions import RedisError
 
-from server.engines.base import EngineError, from_pcm16
+from server.engines.base import EngineError, VoiceInfo, from_pcm16
 from server.state.voices import VoiceEvent, VoiceMeta
 
 if TYPE_CHECKING:
@@ -95,13 +115,47 @@ async def _load(state: AppState, meta: VoiceMeta) -> bool:
         meta.transcript,
         from_pcm16(pcm),
     )
-    out = state.voices.cache.put(meta.id, prepared)
+    out = state.voices.cache.put(meta.id, prepared, meta)
     log.info("voice_loaded", voice=meta.id, engine=meta.engine, pushed_out=out)
     return meta.id in state.voices.cache
 
 
-async def ensure_voice(state: AppState, engine_name: str, voice_id: str) -> tuple[str, str] | None:
-    """Make ``voice_id`` ready on ``engine_name`` if it is an uploaded voice.
+def visible(state: AppState, meta: VoiceMeta, key_id: str | None) -> bool:
+    """Whether the caller authenticated as ``key_id`` (None: an open server) may see and
+    speak with the uploaded voice ``meta`` (see "Owners" in the module docstring)."""
+    if key_id is None or meta.owner is None:
+        return True
+    return meta.owner == key_id or state.settings.voice_sharing == "shared"
+
+
+def deletable(meta: VoiceMeta, key_id: str | None) -> bool:
+    """Whether ``key_id`` may delete ``meta``'s voice: its owner's, or anyone's when the
+    voice has no owner (see "Owners" in the module docstring)."""
+    return key_id is None or meta.owner is None or meta.owner == key_id
+
+
+def no_voice(voice_id: str) -> str:
+    """The message for a voice that does not exist for the caller: the same whether it
+    never existed, was deleted, or belongs to another key."""
+    return f"there is no voice {voice_id!r} (deleted, or never existed)"
+
+
+def server_voices(engine: Engine) -> list[VoiceInfo]:
+    """``engine``'s voices without the uploaded ones this node has cached: what may be
+    named to any caller (``engine.voices()`` also lists other keys' uploaded voices)."""
+    return [v for v in engine.voices() if not is_uploaded_id(v.id)]
+
+
+async def ensure_voice(
+    state: AppState, engine_name: str, voice_id: str, key_id: str | None = None
+) -> tuple[str, str] | None:
+    """Make ``voice_id`` ready on ``engine_name`` if it is an uploaded voice that
+    ``key_id`` may use.
+
+    ``key_id``: the id of the API key of the caller (``server.auth.key_of(scope)``);
+    None on an open server, where every voice is everyone's. A voice of another key
+    (unless ``voice_sharing`` is ``shared``) is refused exactly like one that does not
+    exist.
 
     Returns None when the session may go on (the voice is ready, or it is not an
     uploaded voice, which the engine's own voice list decides), else ``(code,
@@ -114,7 +168,13 @@ async def ensure_voice(state: AppState, engine_name: str, voice_id: str) -> tupl
     try:
         meta = await state.voices.meta(voice_id)
     except (RedisError, OSError) as exc:
-        if voice_id in cache:  # keep serving what this node has while the store is away
+        # Keep serving what this node has while the store is away, to whom it may; the
+        # owner comes from the metadata the voice was cached with. Anyone else gets the
+        # answer an id that is not here gets, so an outage reveals nothing either.
+        cached = cache.meta(voice_id)
+        if voice_id in cache and (
+            key_id is None or (cached is not None and visible(state, cached, key_id))
+        ):
             log.warning("voice_check_skipped", voice=voice_id, error=repr(exc))
             return None
         return (
@@ -124,7 +184,10 @@ async def ensure_voice(state: AppState, engine_name: str, voice_id: str) -> tupl
         )
     if meta is None:
         cache.evict(voice_id, deleted=True)
-        return ("unknown_voice", f"there is no voice {voice_id!r} (deleted, or never existed)")
+        return ("unknown_voice", no_voice(voice_id))
+    if not visible(state, meta, key_id):
+        log.info("voice_not_visible", voice=voice_id, key_id=key_id)
+        return ("unknown_voice", no_voice(voice_id))
     if meta.engine != engine_name:
         return (
             "unknown_voice",
@@ -142,7 +205,7 @@ async def ensure_voice(state: AppState, engine_name: str, voice_id: str) -> tupl
     except (EngineError, ValueError) as exc:
         return ("unknown_voice", f"voice {voice_id!r} cannot be used on this node: {exc}")
     if not found:
-        return ("unknown_voice", f"there is no voice {voice_id!r} (deleted, or never existed)")
+        return ("unknown_voice", no_voice(voice_id))
     return None
 
 

@@ -6,6 +6,13 @@ content type the client sent are never trusted. Accepted: WAV (PCM), FLAC, MP3, 
 (Opus or Vorbis) and WebM/Matroska with Opus or Vorbis (what browsers' MediaRecorder
 makes). Anything else is a 415 naming these.
 
+A stream FFmpeg has no decoder for (PyAV then gives it no codec context) is refused
+naming what the file says it holds: for WAV, the header's format tag (``wav_format``
+reads the ``fmt `` chunk), e.g. 0x0000 (WAVE_FORMAT_UNKNOWN), 0xFFFF (development) or
+any tag no decoder knows is a 415; PCM or float with a sample width that does not
+exist, or 0xFFFE (WAVE_FORMAT_EXTENSIBLE) without the extension that names the
+sample format, is a damaged header, a 422.
+
 Loudness. References arrive at any level: a laptop microphone in a browser is often
 30 dB quieter than a mastered file. The reference is therefore scaled so that its
 speech (10 ms windows within 30 dB of the loudest, i.e. pauses left out) has an RMS of
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import unicodedata
 from dataclasses import dataclass
 
@@ -186,13 +194,96 @@ def check_fields(
     return Fields(name, transcript, language.split("-")[0], engine)
 
 
-def _unsupported(found: str) -> UploadError:
+def _unsupported(found: str, hint: str = "") -> UploadError:
     return UploadError(
         415,
         "unsupported_format",
-        f"the upload is {found}, which is not accepted; accepted formats: {FORMATS_TEXT}",
+        f"the upload is {found}, which is not accepted; {hint}accepted formats: {FORMATS_TEXT}",
         "audio",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WavFormat:
+    """The ``fmt `` chunk of a WAV file, as the file states it."""
+
+    tag: int  # wFormatTag
+    channels: int
+    sample_rate: int
+    bits: int  # wBitsPerSample
+    size: int  # the chunk's length in bytes (16, 18 or 40 in practice)
+    sub_tag: int | None  # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID's first two bytes
+
+
+_PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+_TAG_NAMES = {
+    0x0000: "WAVE_FORMAT_UNKNOWN: the header does not say how the samples are encoded",
+    0x0001: "PCM",
+    0x0003: "IEEE float",
+    0xFFFE: "WAVE_FORMAT_EXTENSIBLE",
+    0xFFFF: "WAVE_FORMAT_DEVELOPMENT: a private, unregistered encoding",
+}
+_WAV_HINT = (
+    "WAV must hold PCM (format tag 0x0001, 0x0003 for float, or 0xFFFE with a PCM sub-format); "
+)
+
+
+def wav_format(data: bytes) -> WavFormat | None:
+    """The ``fmt `` chunk of a RIFF/RF64 WAVE file, or None when there is none to read."""
+    if data[:4] not in (b"RIFF", b"RF64", b"BW64") or data[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(data):
+        cid = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if cid == b"fmt ":
+            body = data[pos + 8 : pos + 8 + size]
+            if len(body) < 16:
+                return None
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+            # WAVEFORMATEXTENSIBLE: cbSize, valid bits, channel mask, then the GUID at 24
+            sub = int.from_bytes(body[24:26], "little") if len(body) >= 26 else None
+            return WavFormat(tag, channels, rate, bits, size, sub if tag == _EXTENSIBLE else None)
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _tag(tag: int) -> str:
+    name = _TAG_NAMES.get(tag, "an encoding this server has no decoder for")
+    return f"0x{tag:04X} ({name})"
+
+
+def _no_decoder(kind: str, data: bytes) -> UploadError:
+    """The refusal for a stream FFmpeg found but has no decoder for (no codec context):
+    named from the file's own header where it is a WAV."""
+    f = wav_format(data) if kind == "WAV" else None
+    if f is None:
+        return _unsupported(f"{kind} audio in an encoding this server has no decoder for")
+    tag = f.tag if f.sub_tag is None else f.sub_tag
+    if f.tag == _EXTENSIBLE and f.sub_tag is None:
+        return UploadError(
+            422,
+            "audio_undecodable",
+            f"the WAV header's format tag is {_tag(f.tag)}, but its fmt chunk is {f.size} "
+            "bytes, too short to hold the sub-format that says how the samples are "
+            "encoded (40 bytes); the file is damaged or was written wrongly",
+            "audio",
+        )
+    described = (
+        f"format tag {_tag(f.tag)}"
+        if f.sub_tag is None
+        else f"format tag {_tag(f.tag)} with sub-format {_tag(f.sub_tag)}"
+    )
+    if tag in (_PCM, _FLOAT):
+        return UploadError(
+            422,
+            "audio_undecodable",
+            f"the WAV header says {described} with {f.bits} bits per sample, "
+            f"{f.channels} channel(s) at {f.sample_rate} Hz, which does not decode (PCM has "
+            "8, 16, 24 or 32 bits per sample, float 32 or 64); the header is damaged",
+            "audio",
+        )
+    return _unsupported(f"WAV audio with {described}", _WAV_HINT)
 
 
 def sniff(data: bytes) -> str | None:
@@ -248,6 +339,8 @@ def decode(data: bytes, limits: UploadLimits) -> Decoded:
                 422, "audio_undecodable", f"the {_KIND[fmt]} file has no audio stream", "audio"
             )
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # FFmpeg has no decoder for what the file holds
+            raise _no_decoder(_KIND[fmt], data)
         codec = stream.codec_context.name
         if not codec.startswith(_ACCEPTED[fmt]):
             raise _unsupported(f"{codec} audio in the {_KIND[fmt]} container")

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from redis.asyncio import Redis
@@ -244,3 +245,53 @@ def test_cache_is_a_bounded_lru() -> None:
     cache.evict("a", deleted=True)
     cache.put("a", "after delete")
     assert "a" not in cache
+
+
+async def test_the_owner_is_stored(make_store: StoreFactory) -> None:
+    """The key that uploaded a voice is part of its record (None: an open server's)."""
+    store = await make_store(0)
+    mine, anyones = meta(1, owner="0123456789abcdef"), meta(2)
+    await store.put(mine, pcm())
+    await store.put(anyones, pcm())
+    got = await store.meta(mine.id)
+    assert got is not None and got.owner == "0123456789abcdef" and got == mine
+    got = await store.meta(anyones.id)
+    assert got is not None and got.owner is None
+    assert [(m.id, m.owner) for m in await store.list()] == [
+        (mine.id, "0123456789abcdef"),
+        (anyones.id, None),
+    ]
+
+
+async def test_records_from_before_owners_have_none(redis_server: RedisProcess) -> None:
+    """A record written before voices had owners (no ``owner`` in its JSON) still reads,
+    with owner None (which server.voices.registry treats as everyone's)."""
+    prefix = f"t{secrets.token_hex(4)}:"
+    r = Redis.from_url(redis_server.url)
+    store = RedisVoiceStore(r, prefix, VoiceCache(4))
+    try:
+        old = meta(1)
+        raw = msgspec.json.decode(msgspec.json.encode(old))
+        del raw["owner"]
+        await r.set(f"{prefix}{{voices}}:audio:{old.id}", pcm())
+        await r.hset(f"{prefix}{{voices}}", old.id, msgspec.json.encode(raw))
+        got = await store.meta(old.id)
+        assert got == old and got is not None and got.owner is None
+        assert [m.id for m in await store.list()] == [old.id]
+        assert await store.audio(old.id) == pcm()
+    finally:
+        await r.aclose()
+
+
+def test_cache_keeps_the_meta_it_was_put_with() -> None:
+    """A node tells who may use a cached voice from it while the store is away."""
+    cache: VoiceCache[str] = VoiceCache(2)
+    a, b, c = meta(1, owner="aaaa"), meta(2, owner="bbbb"), meta(3)
+    cache.put(a.id, "A", a)
+    cache.put(b.id, "B", b)
+    assert cache.meta(a.id) == a and cache.meta(b.id) == b
+    cache.put(c.id, "C", c)  # pushes a out: its meta goes with it
+    assert a.id not in cache and cache.meta(a.id) is None
+    cache.put(b.id, "B again")  # replaced without a meta: the old one is not kept
+    assert cache.meta(b.id) is None
+    assert cache.evict(c.id) and cache.meta(c.id) is None

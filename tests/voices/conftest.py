@@ -3,6 +3,7 @@ every accepted format, and the F5 files (tiny random-weight model) for real serv
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ def samples(speech: tuple[Audio, int]) -> dict[str, bytes]:
 
 KEY = "vx-test-voices-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+# A second key: another customer of the same servers (voices belong to their key).
+KEY_B = "vx-test-voices-key-b"
+AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
 
 
 @dataclass
@@ -75,12 +79,13 @@ class Nodes:
 @pytest.fixture(scope="package")
 def nodes(f5_files: F5Files) -> Iterator[Nodes]:
     """Two real servers with F5 (the tiny random-weight model) sharing one private
-    Redis, with an API key: every voices route needs it."""
+    Redis, with two API keys (``KEY``, ``KEY_B``): every voices route needs one, and
+    voices are private to the key that uploaded them (the default)."""
     redis = RedisProcess()
     settings: dict[str, object] = {
         **f5_files.settings(),
         "redis_url": redis.url,
-        "api_keys": KEY,
+        "api_keys": f"{KEY},{KEY_B}",
         "max_session_s": 600,
         "voice_max_bytes": 1_000_000,
         "voice_max_count": 6,
@@ -96,3 +101,67 @@ def nodes(f5_files: F5Files) -> Iterator[Nodes]:
         for srv in started:
             srv.stop()
         redis.stop()
+
+
+@pytest.fixture(scope="package")
+def shared_node(f5_files: F5Files) -> Iterator[ServerProcess]:
+    """One real server with F5, the same two keys, ``voice_sharing: shared`` and the
+    in-process (memory) voice store."""
+    srv = ServerProcess(
+        **f5_files.settings(),
+        api_keys=f"{KEY},{KEY_B}",
+        voice_sharing="shared",
+        voice_max_bytes=1_000_000,
+        max_session_s=600,
+    )
+    try:
+        srv.wait_ready(timeout=180)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="package")
+def open_node(f5_files: F5Files) -> Iterator[ServerProcess]:
+    """One real server with F5 and no API keys (open, as for local use)."""
+    srv = ServerProcess(**f5_files.settings(), voice_max_bytes=1_000_000, max_session_s=600)
+    try:
+        srv.wait_ready(timeout=180)
+        yield srv
+    finally:
+        srv.stop()
+
+
+def riff_wav(
+    tag: int,
+    pcm: bytes,
+    rate: int,
+    channels: int = 1,
+    bits: int = 16,
+    extension: bytes = b"",
+) -> bytes:
+    """A WAV file built byte by byte: the RIFF header, a ``fmt `` chunk with format tag
+    ``tag`` (``extension`` after its 16 bytes), then ``pcm`` as the data chunk."""
+    block = channels * bits // 8
+    fmt = struct.pack(
+        "<HHIIHH", tag, channels, rate, rate * block & 0xFFFF_FFFF, block & 0xFFFF, bits
+    )
+    fmt += extension
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(pcm)) + pcm + b"\0" * (len(pcm) & 1)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def extensible(sub_tag: int, bits: int = 16) -> bytes:
+    """What WAVE_FORMAT_EXTENSIBLE (0xFFFE) adds to the 16-byte fmt chunk: cbSize 22,
+    valid bits, channel mask, and the sub-format GUID whose first two bytes are the
+    format tag of the samples (KSDATAFORMAT_SUBTYPE_PCM for 0x0001)."""
+    guid = struct.pack("<IHH", sub_tag, 0x0000, 0x0010) + bytes.fromhex("800000aa00389b71")
+    return struct.pack("<HHI", 22, bits, 0x4) + guid
+
+
+@pytest.fixture(scope="session")
+def speech_pcm(speech: tuple[Audio, int]) -> tuple[bytes, int]:
+    """TRANSCRIPT's speech as 16-bit little-endian PCM bytes, and its rate."""
+    audio, rate = speech
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), rate

@@ -15,7 +15,15 @@ import pytest
 from server.engines.base import Audio
 from server.openapi import document
 from tests.support import ServerProcess
-from tests.voices.conftest import AUTH, TRANSCRIPT, WAV_ARGS, Nodes, encode
+from tests.voices.conftest import (
+    AUTH,
+    TRANSCRIPT,
+    WAV_ARGS,
+    Nodes,
+    encode,
+    extensible,
+    riff_wav,
+)
 
 ID = re.compile(r"v_[A-Za-z0-9_-]{16}")
 
@@ -272,3 +280,54 @@ def test_store_limit(nodes: Nodes, samples: dict[str, bytes]) -> None:
     finally:
         for vid in made:
             httpx.delete(f"{nodes.a.http}/v1/voices/{vid}", headers=AUTH)
+
+
+# WAV files built byte by byte whose streams FFmpeg has no decoder for (PyAV gives them
+# no codec context): each is refused with a 4xx naming what the header says, never 500.
+TAGGED = {
+    "tag_0000": (dict(tag=0x0000), 415, "unsupported_format",
+                 "WAV audio with format tag 0x0000 (WAVE_FORMAT_UNKNOWN"),
+    "tag_1234": (dict(tag=0x1234), 415, "unsupported_format",
+                 "WAV audio with format tag 0x1234 (an encoding this server has no decoder"),
+    "tag_fffe": (dict(tag=0xFFFE), 422, "audio_undecodable",
+                 "format tag is 0xFFFE (WAVE_FORMAT_EXTENSIBLE), but its fmt chunk is 16 bytes"),
+    "tag_ffff": (dict(tag=0xFFFF), 415, "unsupported_format",
+                 "WAV audio with format tag 0xFFFF (WAVE_FORMAT_DEVELOPMENT"),
+    "fffe_sub_1234": (dict(tag=0xFFFE, extension=extensible(0x1234)), 415,
+                      "unsupported_format", "0xFFFE (WAVE_FORMAT_EXTENSIBLE) with sub-format "
+                      "0x1234"),
+    "float_16_bits": (dict(tag=0x0003), 422, "audio_undecodable",
+                      "format tag 0x0003 (IEEE float) with 16 bits per sample"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(TAGGED))
+def test_wav_format_tags_without_a_decoder_are_4xx(
+    case: str, nodes: Nodes, speech_pcm: tuple[bytes, int]
+) -> None:
+    pcm, rate = speech_pcm
+    header, status, code, words = TAGGED[case]
+    r = upload(nodes.a, riff_wav(pcm=pcm, rate=rate, **header), "me.wav")  # type: ignore[arg-type]
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == code and body["error"]["param"] == "audio"
+    assert words in body["error"]["message"], body["error"]["message"]
+    if status == 415:  # what would be accepted instead
+        assert "WAV must hold PCM" in body["error"]["message"]
+        assert "accepted formats: WAV (PCM), FLAC" in body["error"]["message"]
+    assert httpx.get(nodes.a.http + "/health").status_code == 200
+
+
+def test_the_same_bytes_as_pcm_are_a_voice(nodes: Nodes, speech_pcm: tuple[bytes, int]) -> None:
+    """The control for the format-tag cases: the builder's file with tag 0x0001 (PCM),
+    and with 0xFFFE and a PCM sub-format, is a good upload."""
+    pcm, rate = speech_pcm
+    for data in (
+        riff_wav(0x0001, pcm, rate),
+        riff_wav(0xFFFE, pcm, rate, extension=extensible(0x0001)),
+    ):
+        r = upload(nodes.a, data, "me.wav")
+        assert r.status_code == 201, r.text
+        assert r.json()["duration_s"] == pytest.approx(len(pcm) / 2 / rate, abs=0.02)
+        assert httpx.delete(f"{nodes.a.http}/v1/voices/{r.json()['id']}", headers=AUTH).is_success

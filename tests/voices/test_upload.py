@@ -4,6 +4,7 @@ that names the value and the limit; loudness is normalised."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -12,7 +13,7 @@ import soxr
 
 from server.engines.base import Audio, from_pcm16, to_pcm16
 from server.voices import upload as u
-from tests.voices.conftest import ACCEPTED, encode
+from tests.voices.conftest import ACCEPTED, encode, extensible, riff_wav
 
 LIMITS = u.UploadLimits()
 WAV = ["-c:a", "pcm_s16le", "-f", "wav"]
@@ -233,3 +234,58 @@ def test_f5_not_enabled_on_this_node() -> None:
 def test_fields_are_tidied() -> None:
     f = fields(name="  My   voice ", transcript=" Some\nwords. ", language="EN-us", engine="")
     assert f == u.Fields("My voice", "Some words.", "en", "f5")
+
+
+def tone(seconds: float, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("tag", "extension", "bits", "status", "code", "words"),
+    [
+        (0x0000, b"", 16, 415, "unsupported_format", "format tag 0x0000 (WAVE_FORMAT_UNKNOWN"),
+        (0x1234, b"", 16, 415, "unsupported_format", "format tag 0x1234 (an encoding"),
+        (0xFFFE, b"", 16, 422, "audio_undecodable", "fmt chunk is 16 bytes, too short"),
+        (0xFFFF, b"", 16, 415, "unsupported_format", "format tag 0xFFFF (WAVE_FORMAT_DEV"),
+        (0xFFFE, extensible(0x1234), 16, 415, "unsupported_format", "sub-format 0x1234"),
+        (0xFFFE, extensible(0xFFFF), 16, 415, "unsupported_format", "sub-format 0xFFFF"),
+        (0x0003, b"", 16, 422, "audio_undecodable", "0x0003 (IEEE float) with 16 bits"),
+        (0x0001, b"", 0, 422, "audio_undecodable", "0x0001 (PCM) with 0 bits per sample"),
+    ],
+)
+def test_wav_streams_without_a_decoder_are_named(
+    tag: int, extension: bytes, bits: int, status: int, code: str, words: str
+) -> None:
+    exc = refused(riff_wav(tag, tone(4), 16000, bits=bits, extension=extension))
+    assert (exc.status, exc.code, exc.param) == (status, code, "audio")
+    assert words in exc.message, exc.message
+
+
+def test_the_byte_built_wav_decodes_as_pcm() -> None:
+    """The builder makes good files: the refusals above are the format tag's doing."""
+    for data in (
+        riff_wav(0x0001, tone(4), 16000),
+        riff_wav(0xFFFE, tone(4), 16000, extension=extensible(0x0001)),
+    ):
+        dec = u.prepare(data, LIMITS)
+        assert dec.codec == "pcm_s16le" and dec.duration_s == pytest.approx(4.0, abs=0.01)
+
+
+def test_any_wav_header_is_an_upload_error_never_a_crash() -> None:
+    """Every combination of odd fmt fields: decoded, or refused with a 4xx UploadError
+    (any other exception would be an HTTP 500)."""
+    seen: set[tuple[int, str]] = set()
+    for tag, channels, rate, bits in itertools.product(
+        (0x0000, 0x0001, 0x0003, 0x0006, 0x0011, 0x1234, 0xFFFE, 0xFFFF),
+        (0, 1, 2, 255),
+        (0, 1, 16000, 4294967295),
+        (0, 1, 13, 16, 64),
+    ):
+        data = riff_wav(tag, tone(0.5), rate, channels, bits)
+        try:
+            u.prepare(data, LIMITS)
+        except u.UploadError as exc:
+            assert 400 <= exc.status < 500 and exc.message
+            seen.add((exc.status, exc.code))
+    assert {(415, "unsupported_format"), (422, "audio_undecodable")} <= seen
