@@ -60,6 +60,7 @@ class Received:
     close_code: int | None = None
     close_reason: str = ""
     first_frame_at: float | None = None
+    frame_times: list[float] = field(default_factory=list)  # monotonic arrival of each frame
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
@@ -88,6 +89,7 @@ async def recv_until(
             if isinstance(msg, bytes):
                 if rec.first_frame_at is None:
                     rec.first_frame_at = time.monotonic()
+                rec.frame_times.append(time.monotonic())
                 rec.order.append(("frame", len(rec.frames)))
                 rec.frames.append(msg)
                 if frames is not None and len(rec.frames) >= frames:
