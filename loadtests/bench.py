@@ -1142,6 +1142,12 @@ def bench_resume(o: Opts) -> ResumeResult:
 
 # ============================================================================ CLI
 
+def _bench_isolation(o: Opts) -> Any:
+    from loadtests.bench_isolation import bench_isolation
+
+    return bench_isolation(o)
+
+
 BENCHES: dict[str, Callable[[Opts], Any]] = {
     "codec": bench_codec,
     "capacity": bench_capacity,
@@ -1149,6 +1155,7 @@ BENCHES: dict[str, Callable[[Opts], Any]] = {
     "e2e": bench_e2e,
     "memory": bench_memory,
     "resume": bench_resume,
+    "isolation": _bench_isolation,
 }
 
 

@@ -142,3 +142,16 @@ def test_resume(tmp_path: Path) -> None:
         "TTFA overhead p50 added by the memory journal",
         "TTFA overhead p50 added by the redis journal",
     ]
+
+
+def test_isolation_smoke(tmp_path: Path) -> None:
+    from loadtests.bench_isolation import IsolationResult
+
+    res = _as(_run("isolation", tmp_path), IsolationResult)
+    assert [m.mode for m in res.modes] == ["thread", "process"]
+    for m in res.modes:
+        assert m.turns >= 1 and m.audio_s > 0 and m.cpu_s > 0
+        assert 0 < m.ttfa_p50_ms <= m.flushed_p50_ms
+    assert res.cpu_ratio > 0
+    # the engine processes are counted: more processes, more resident memory
+    assert res.modes[1].rss_mb > res.modes[0].rss_mb
