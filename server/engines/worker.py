@@ -36,6 +36,7 @@ import numpy as np
 import structlog
 
 from server.engines.base import Audio, Engine, EngineError, to_pcm16
+from server.streaming.normalize import audio_budget_s, speakable
 from server.streaming.pipeline import AudioPipeline
 
 log = structlog.get_logger("voxwire.worker")
@@ -251,8 +252,10 @@ class EngineWorker:
         engine: Engine,
         threads: int = 1,
         on_queue_depth: Callable[[int], None] | None = None,
+        on_output_cut: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.on_output_cut = on_output_cut or (lambda: None)
         self.threads = threads
         self._queue = FairQueue(on_queue_depth)
         self._busy: set[str] = set()
@@ -397,7 +400,7 @@ class EngineWorker:
                     # Piper makes a sentence at once anyway; a chunk of several
                     # sentences waits for all of them.
                     whole: list[Audio] = []
-                    for part in self.engine.synthesize(job.text, job.voice, job.speed):
+                    for part in self._synthesize(job):
                         if not live():
                             return False
                         whole.append(part)
@@ -405,7 +408,7 @@ class EngineWorker:
                     head.append(ChunkPcm(job.index, len(job.text), to_pcm16(audio)))
                     pieces = iter([audio])
                 else:
-                    pieces = iter(self.engine.synthesize(job.text, job.voice, job.speed))
+                    pieces = self._synthesize(job)
                 r = Resume(self, pieces, head)
             while True:
                 if r.piece is None:
@@ -464,6 +467,36 @@ class EngineWorker:
         )
         send(r.pending)
         return False
+
+
+    def _synthesize(self, job: Job) -> Iterator[Audio]:
+        """The engine's audio for a chunk: from its text made safe to speak
+        (server/streaming/normalize.py: what espeak-ng crashes on, emoji, symbol runs),
+        and no longer than that text can take; what runs past the bound is cut."""
+        spoken = speakable(job.text)
+        if not spoken:
+            return
+        budget = int(audio_budget_s(spoken, job.speed) * self.engine.sample_rate)
+        pieces = self.engine.synthesize(spoken, job.voice, job.speed)
+        n = 0
+        try:
+            for piece in pieces:
+                if n + len(piece) > budget:
+                    yield piece[: budget - n]
+                    log.warning(
+                        "engine_output_cut",
+                        engine=self.engine.name,
+                        chars=len(spoken),
+                        budget_s=round(budget / self.engine.sample_rate, 2),
+                    )
+                    self.on_output_cut()
+                    return
+                n += len(piece)
+                yield piece
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # a generator: the engine stops (a process engine gets Cancel)
 
 
 def _skip(job: Job, frames: list[bytes]) -> list[bytes]:
