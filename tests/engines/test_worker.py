@@ -238,3 +238,54 @@ async def test_first_chunk_pauses_a_long_chunk_which_resumes_intact(replay: Repl
     assert [d.audio_s for d in a.items if isinstance(d, ChunkDone)] == [
         d.audio_s for d in ref.items if isinstance(d, ChunkDone)
     ]
+
+
+class Runaway(FixedSpeech):
+    """Real speech, but 46 s of it for any text (what Piper made of 80 family emoji),
+    in 2 s pieces; it records the text it was given."""
+
+    name = "runaway"
+
+    def __init__(self, source: ReplayEngine) -> None:
+        super().__init__(source)
+        self.texts: list[str] = []
+        self.closed = 0
+
+    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
+        self.texts.append(text)
+        piece = self._audio[: 2 * self.sample_rate]
+        try:
+            for _ in range(23):
+                yield piece
+        finally:
+            self.closed += 1
+
+
+async def test_the_engine_speaks_the_normalised_text_and_runaway_audio_is_cut(
+    replay: ReplayEngine,
+) -> None:
+    from server.streaming.normalize import audio_budget_s, speakable
+
+    engine = Runaway(replay)
+    cuts: list[int] = []
+    log: list[tuple[str, int]] = []
+    a = Owner("a", engine.sample_rate, log)
+    worker = EngineWorker(engine, threads=1, on_output_cut=lambda: cuts.append(1))
+    worker.start()
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"
+    text = "Hi " + family * 80 + " there."
+    silent = family * 3  # nothing to say: the engine is not called
+    worker.submit(chunk(a, 0, text=text))
+    worker.submit(chunk(a, 1, text=silent))
+    worker.submit(Job(a, 0, "flush"))
+    await asyncio.wait_for(a.done.wait(), 30)
+    await worker.stop()
+    assert engine.texts == [speakable(text)] == ["Hi there."]
+    done = [i for i in a.items if isinstance(i, ChunkDone)]
+    assert [d.index for d in done] == [0, 1]
+    assert done[0].chars == len(text)  # the journal counts what the client sent
+    budget = audio_budget_s(text, 1.0)
+    assert done[0].audio_s <= budget + 0.01 and budget < 5
+    assert len(a.frames()) * 0.02 <= budget + 0.1
+    assert done[1].audio_s == 0
+    assert cuts == [1] and engine.closed == 1  # the engine was stopped, not drained
