@@ -157,7 +157,7 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
         msg: ClientMessage = _client_decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise _classify(str(exc), data) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ProtocolError("invalid_json", f"message is not valid JSON: {exc}") from None
     if isinstance(msg, Start):
         if msg.resume is not None and (
@@ -227,7 +227,7 @@ def _classify(text: str, data: str | bytes) -> ProtocolError:
 def _peek_type(data: str | bytes) -> Any:
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
         return None
     return obj.get("type") if isinstance(obj, dict) else None
 

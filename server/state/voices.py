@@ -1,7 +1,7 @@
 """Uploaded voices: metadata plus prepared reference audio, shared by every node.
 
 A voice is a ``VoiceMeta`` (id, name, engine, language, transcript, created, duration,
-sample rate) and its reference audio: mono 16-bit PCM (little-endian) at 24 kHz, F5's
+sample rate, owner) and its reference audio: mono 16-bit PCM (little-endian) at 24 kHz, F5's
 rate. 16-bit, not float32: half the bytes in Redis and on the wire to every node (a
 30 s voice is 1.4 MB instead of 2.9 MB), and after loudness normalisation (speech at
 -20 dBFS, peaks under -1 dBFS) its 96 dB of range is far below anything the reference
@@ -22,6 +22,13 @@ Two stores behind one small interface (``VoiceStore``):
   A put and a delete are each one Lua script, so they are atomic: no reader ever sees
   metadata without its audio, and a write cut short leaves nothing behind. The audio is
   written before the metadata that points at it.
+
+Owner. ``VoiceMeta.owner`` is the id of the API key that uploaded the voice
+(``server.auth.key_id``: a non-secret prefix of the key's digest, the same on every
+node), or None for a voice uploaded while the server was open (no keys) and for records
+written before voices had owners (they decode with None). The store keeps it; who may
+see, use and delete what is decided in ``server.voices.registry`` (``visible``,
+``deletable``).
 
 Each node keeps prepared voices (for F5: the reference and its mel) in a bounded LRU
 ``VoiceCache``; a store evicts from it when a voice is deleted anywhere (the delete
@@ -66,6 +73,9 @@ class VoiceMeta(msgspec.Struct, kw_only=True, frozen=True):
     created: float  # Unix time, seconds
     duration_s: float
     sample_rate: int = SAMPLE_RATE
+    # The id of the API key that uploaded it; None: uploaded on an open server, or a
+    # record from before voices had owners (see server.voices.registry.visible).
+    owner: str | None = None
 
 
 class VoiceEvent(msgspec.Struct, frozen=True):
@@ -95,6 +105,9 @@ class VoiceCache(Generic[T]):
     def __init__(self, size: int) -> None:
         self.size = size
         self._items: OrderedDict[str, T] = OrderedDict()
+        # The metadata a cached voice was prepared from (owner included), so a node can
+        # still tell who may use it while the store is unreachable.
+        self._metas: dict[str, VoiceMeta] = {}
         self._lock = threading.Lock()
         # Ids deleted from the store: a load that was under way when the delete came
         # must not put the voice back (ids are never reused, so this is permanent).
@@ -110,18 +123,29 @@ class VoiceCache(Generic[T]):
                 self._items.move_to_end(voice_id)
             return item
 
-    def put(self, voice_id: str, item: T) -> list[str]:
-        """Add (or replace) a voice; returns the ids pushed out to make room. A voice
-        deleted meanwhile is not added."""
+    def put(self, voice_id: str, item: T, meta: VoiceMeta | None = None) -> list[str]:
+        """Add (or replace) a voice, with the metadata it was prepared from; returns the
+        ids pushed out to make room. A voice deleted meanwhile is not added."""
         with self._lock:
             if voice_id in self._gone:
                 return []
             self._items[voice_id] = item
             self._items.move_to_end(voice_id)
+            if meta is not None:
+                self._metas[voice_id] = meta
+            else:
+                self._metas.pop(voice_id, None)
             out = []
             while len(self._items) > self.size:
-                out.append(self._items.popitem(last=False)[0])
+                old = self._items.popitem(last=False)[0]
+                self._metas.pop(old, None)
+                out.append(old)
             return out
+
+    def meta(self, voice_id: str) -> VoiceMeta | None:
+        """The metadata a cached voice was put with (None: not cached, or put without)."""
+        with self._lock:
+            return self._metas.get(voice_id)
 
     def evict(self, voice_id: str, deleted: bool = False) -> bool:
         """Drop a voice; ``deleted``: it is gone from the store for good."""
@@ -130,6 +154,7 @@ class VoiceCache(Generic[T]):
                 self._gone[voice_id] = None
                 while len(self._gone) > _TOMBSTONES:
                     self._gone.popitem(last=False)
+            self._metas.pop(voice_id, None)
             return self._items.pop(voice_id, None) is not None
 
     def ids(self) -> list[str]:
