@@ -1142,6 +1142,7 @@ def bench_resume(o: Opts) -> ResumeResult:
 
 # ============================================================================ CLI
 
+
 def _bench_isolation(o: Opts) -> Any:
     from loadtests.bench_isolation import bench_isolation
 

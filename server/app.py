@@ -26,9 +26,10 @@ from starlette.websockets import WebSocket
 
 from server import openapi, speech
 from server.access import AccessControl, mint_token
-from server.auth import KeyRing, Tokens, parse_keys
+from server.auth import AuthError, KeyRing, Tokens, parse_keys
 from server.config import Settings
 from server.engines.base import Engine
+from server.engines.process import ProcessEngine
 from server.engines.worker import EngineWorker
 from server.limits import LimitConfig, Limits, MemoryLimits, RedisLimits
 from server.metrics import Metrics
@@ -95,7 +96,12 @@ def access_state(settings: Settings) -> dict[str, Any]:
         )
         limits = RedisLimits(cfg, redis, settings.redis_prefix)
     return {
-        "keys": KeyRing(parse_keys(settings.api_keys), redis, f"{settings.redis_prefix}api_keys"),
+        "keys": KeyRing(
+            parse_keys(settings.api_keys),
+            redis,
+            f"{settings.redis_prefix}api_keys",
+            required=settings.require_api_keys,
+        ),
         "tokens": Tokens(settings.token_secret, settings.token_max_ttl_s),
         "limits": limits,
         "allowed_origins": _split(settings.allowed_origins),
@@ -124,9 +130,17 @@ def chunk_policy(settings: Settings) -> ChunkPolicy:
 
 
 def build_engines(settings: Settings) -> dict[str, Engine]:
-    from server.engines.piper import PiperEngine
+    piper: Engine
+    if settings.engine_isolation == "process":
+        # Piper's espeak-ng front end can segfault on odd text: it runs in supervised
+        # processes, so a crash costs one chunk, not the node (issue 11).
+        from server.engines.process import ProcessEngine, ProcessOptions
 
-    piper = PiperEngine()
+        piper = ProcessEngine("piper", ProcessOptions.from_settings(settings))
+    else:
+        from server.engines.piper import PiperEngine
+
+        piper = PiperEngine()
     engines: dict[str, Engine] = {"piper": piper}
     if settings.replay_engine:
         from server.engines.replay import ReplayEngine
@@ -200,7 +214,8 @@ async def _check_store(state: AppState) -> None:
     interval = state.settings.state_check_interval_s
     while True:
         try:
-            await asyncio.wait_for(redis.ping(), max(interval, 0.5))
+            async with asyncio.timeout(max(interval, 0.5)):
+                await redis.ping()
             ok = True
         except (RedisError, OSError, TimeoutError) as exc:
             ok = False
@@ -223,6 +238,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
         **access,
     )
     voice_registry.install(state)
+    for engine in state.engines.values():
+        if isinstance(engine, ProcessEngine):
+            engine.events = state.metrics.engine_event
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -235,7 +253,12 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
                     engine, settings, state.metrics.registry, gauge.set
                 )
             else:
-                worker = EngineWorker(engine, settings.engine_threads, on_queue_depth=gauge.set)
+                worker = EngineWorker(
+                    engine,
+                    settings.engine_threads,
+                    on_queue_depth=gauge.set,
+                    on_output_cut=state.metrics.engine_output_cut.labels(name).inc,
+                )
             worker.start()
             state.workers[name] = worker
 
@@ -261,12 +284,21 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             checker.cancel()
             for w in state.workers.values():
                 await w.stop()
+            for engine in state.engines.values():
+                if isinstance(engine, ProcessEngine):
+                    await asyncio.to_thread(engine.close)
             if state.redis is not None:
                 await state.redis.aclose()
 
     async def health(request: Request) -> Response:
         if state.draining:  # readiness fails first, so the load balancer moves on
             return JSONResponse({"status": "draining"}, status_code=503)
+        if state.store_ok:  # (a Redis that is down is the store check's to report)
+            with contextlib.suppress(AuthError, RedisError, OSError):
+                await state.keys.enabled()
+        if state.keys.lost is not None:  # keys expected but gone from Redis: serves nothing
+            lost = {"status": "access_rules_lost", "error": state.keys.lost}
+            return JSONResponse(lost, status_code=503)
         if state.ready:
             return JSONResponse({"status": "ok"})
         body = {"status": "error" if state.load_error else "loading"}

@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from server import logs
     from server.app import create_app
     from server.drain import DrainingServer
+    from server.http_protocol import http_protocol
     from server.ws_protocol import ws_protocol
 
     overrides = {k: getattr(args, k) for k in config.Settings.__struct_fields__}
@@ -34,6 +35,13 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if settings.require_api_keys and not settings.api_keys and not settings.redis_url:
+        print(
+            "voxwire: require_api_keys is set but there is no API key (api_keys) and no "
+            "Redis (redis_url) to hold them; not starting",
+            file=sys.stderr,
+        )
+        return 2
     if settings.redis_url:
         problem = _redis_problem(settings.redis_url)
         if problem:
@@ -69,6 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     ucfg = uvicorn.Config(
         app,
+        # h11 with a deadline on the request head (uvicorn has none: slowloris)
+        http=http_protocol(settings.header_timeout_s),
         # wsproto honours transport flow control: send() waits for a slow client
         # instead of buffering without bound (the websockets-sansio default does not).
         ws=ws_protocol(settings.socket_send_buffer_bytes),
@@ -124,7 +134,10 @@ def _keys(args: argparse.Namespace) -> int:
             # from now on this Redis's nodes require keys, even once every key is revoked
             client.set(args.redis_prefix + "api_keys:required", 1)
             print(
-                f"stored the key's digest in Redis ({args.redis_prefix}api_keys)", file=sys.stderr
+                f"stored the key's digest in Redis ({args.redis_prefix}api_keys); nodes that "
+                "have seen it refuse to serve if Redis loses it, and with "
+                "VOXWIRE_REQUIRE_API_KEYS=true so do nodes started after such a loss",
+                file=sys.stderr,
             )
         print(key)
         print(f"configuration form (VOXWIRE_API_KEYS): {hashed}", file=sys.stderr)

@@ -14,7 +14,14 @@ import msgspec
 from server import __version__
 from server.access import TokenRequest, TokenResponse
 from server.engines.base import EngineInfo, VoiceInfo
-from server.speech import MAX_INPUT_CHARS, ErrorBody, ModelList, SpeechRequest
+from server.speech import (
+    MAX_INPUT_CHARS,
+    ErrorBody,
+    ModelList,
+    SpeechRequest,
+    SseDelta,
+    SseDone,
+)
 from server.streaming.containers import MEDIA_TYPES
 from server.voices.schema import PreviewRequest, UploadInfo, Voice, VoiceDeleted
 
@@ -38,6 +45,8 @@ class Health(msgspec.Struct, kw_only=True):
 
 _TYPES: list[Any] = [
     SpeechRequest,
+    SseDelta,
+    SseDone,
     ErrorBody,
     ModelList,
     TokenRequest,
@@ -59,21 +68,29 @@ def _json(name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
+# duplicate_header; missing or bad key; origin/host refused; rate limited; Redis down or
+# access rules lost
+_ACCESS_ERRORS = frozenset({400, 401, 403, 429, 503})
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     words = {
-        400: "Invalid request",
+        400: "Invalid request (also: a duplicated Authorization or Origin header)",
         401: "Missing or invalid API key or token",
-        403: "Not allowed",
+        403: "Not allowed (also: an Origin equal to a Host the server is not known by)",
         404: "No such model or voice",
         409: "The voice cannot be deleted (it comes with the server)",
-        413: "The upload is larger than voice_max_bytes",
+        413: "The body is larger than max_body_bytes (uploads: voice_max_bytes)",
         415: "The audio is not in an accepted format (the message names them)",
         422: "The upload or its audio was refused; `code` says why (docs/voices.md)",
         507: "The voice store is full (voice_max_count)",
         429: "A per-key limit was reached (the Retry-After header says when it resets)",
-        503: "Engines still loading",
+        503: "Engines still loading, the state store (Redis) unreachable, or access rules "
+        "lost (API keys expected but gone from Redis)",
     }
-    return {str(c): _json("ErrorBody", words[c]) for c in codes}
+    # what the access middleware can answer on any route that needs a key
+    every = set(codes) | _ACCESS_ERRORS
+    return {str(c): _json("ErrorBody", words[c]) for c in sorted(every)}
 
 
 def document() -> dict[str, Any]:
@@ -88,13 +105,26 @@ def document() -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string"},
         "description": "A voice id from GET /v1/voices (uploaded voices: `v_…`)",
+        "example": "en_US-joe-medium",
     }
-    audio = {mt: {"schema": binary} for mt in sorted(set(MEDIA_TYPES.values()))}
+    audio: dict[str, dict[str, Any]] = {
+        mt: {"schema": binary} for mt in sorted(set(MEDIA_TYPES.values()))
+    }
+    # An event stream's schema describes each event (OpenAPI 3.2 calls it itemSchema)
     audio["text/event-stream"] = {
         "schema": {
-            "type": "string",
+            "type": "object",
             "description": 'With stream_format=sse: `data: {"type":"speech.audio.delta",'
             '"audio":"<base64>"}` events, then `speech.audio.done` with usage.',
+            "required": ["data"],
+            "properties": {
+                "event": {"type": "string"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"oneOf": [_ref("SseDelta"), _ref("SseDone")]},
+                },
+            },
         }
     }
     return {
@@ -135,7 +165,7 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": {"description": "Audio in the requested format", "content": audio},
-                        **_errors(400, 401, 404, 429, 503),
+                        **_errors(400, 401, 404, 413, 429, 503),
                     },
                 }
             },
@@ -181,6 +211,7 @@ def document() -> dict[str, Any]:
                             "multipart/form-data": {
                                 "schema": {
                                     "type": "object",
+                                    "additionalProperties": False,
                                     "required": ["audio", "name", "transcript"],
                                     "properties": {
                                         "audio": binary,
@@ -234,7 +265,7 @@ def document() -> dict[str, Any]:
                             "description": "Ogg Opus audio",
                             "content": {"audio/ogg": {"schema": binary}},
                         },
-                        **_errors(400, 401, 404, 422, 429, 503),
+                        **_errors(400, 401, 404, 413, 422, 429, 503),
                     },
                 },
             },
@@ -249,7 +280,7 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json("TokenResponse", "The token"),
-                        **_errors(400, 401, 403, 429),
+                        **_errors(400, 401, 403, 413, 429, 503),
                     },
                 }
             },
@@ -260,7 +291,9 @@ def document() -> dict[str, Any]:
                     "security": [],
                     "responses": {
                         "200": _json("Health", "Ready"),
-                        "503": _json("Health", "Loading, or failed to load"),
+                        "503": _json(
+                            "Health", "Loading, failed to load, draining, or access rules lost"
+                        ),
                     },
                 }
             },

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketState
 
 from server import protocol as p
-from server.auth import key_of
+from server.auth import key_of, key_still_valid
 from server.engines.base import EngineError, from_pcm16
 from server.engines.worker import (
     ChunkDone,
@@ -79,6 +79,7 @@ DRAIN_MESSAGE = (
 
 _WATCHDOG_PERIOD_S = 0.25
 _SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
+_KEY_CHECK_S = 2.0  # a revoked key's sessions end within this (plus the key ring's cache)
 # Journaling (resume): a chunk's first _URGENT_S of frames are journaled (and sent) slice
 # by slice; after that up to _BATCH_S of them at once, held at most _HOLD_S.
 _URGENT_S = 0.5
@@ -1079,6 +1080,7 @@ class Session:
     async def _watchdog(self) -> None:
         s = self.settings
         refresh_at = time.monotonic() + _SLOT_REFRESH_S
+        key_check_at = time.monotonic() + _KEY_CHECK_S
         heartbeat_s = min(_HEARTBEAT_S, s.resume_window_s / 3)
         heartbeat_at = time.monotonic() + heartbeat_s
         while not self.closing:  # a lost cancel still ends the loop
@@ -1091,6 +1093,15 @@ class Session:
                 refresh_at = now + _SLOT_REFRESH_S
                 with contextlib.suppress(RedisError, OSError):
                     await self.state.limits.refresh(self.key_id, self.session_id)
+            if self.key_id is not None and now >= key_check_at:
+                key_check_at = now + _KEY_CHECK_S
+                if await self._key_revoked():
+                    await self._fail(
+                        "key_revoked",
+                        "the API key this session was opened with was revoked",
+                        CLOSE_POLICY,
+                    )
+                    return
             if not self.started and now - self.connected_at > s.start_timeout_s:
                 await self._fail(
                     "start_timeout", f"no 'start' within {s.start_timeout_s:g} s", CLOSE_POLICY
@@ -1124,6 +1135,15 @@ class Session:
             if rate is not None and rate < s.slow_consumer_min_rate:
                 await self._fail("slow_consumer", self._slow_message(rate), CLOSE_POLICY)
                 return
+
+    async def _key_revoked(self) -> bool:
+        """True only when the store says the key is gone (None, cannot tell: go on)."""
+        assert self.key_id is not None
+        try:
+            async with asyncio.timeout(self.settings.state_write_timeout_s):
+                return await key_still_valid(self.state, self.key_id) is False
+        except (RedisError, OSError, TimeoutError):
+            return False
 
     def _slow_message(self, rate: float | None) -> str:
         s = self.settings

@@ -35,6 +35,7 @@ from server.streaming.chunker import SentenceChunker
 from server.streaming.containers import MEDIA_TYPES, ResponseFormat, file_encoder
 from server.streaming.encoder import PcmS16Encoder
 from server.streaming.pipeline import AudioPipeline
+from server.voices.registry import ensure_voice, server_voices
 
 if TYPE_CHECKING:
     from server.app import AppState
@@ -76,9 +77,25 @@ class VoiceRef(msgspec.Struct, forbid_unknown_fields=True):
 class SpeechRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /v1/audio/speech`` (OpenAI's shape)."""
 
-    model: str
-    input: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INPUT_CHARS)]
-    voice: str | VoiceRef
+    model: Annotated[
+        str,
+        msgspec.Meta(
+            description="An engine (GET /v1/models) or tts-1, tts-1-hd, gpt-4o-mini-tts",
+            examples=["tts-1"],
+        ),
+    ]
+    input: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=MAX_INPUT_CHARS, examples=["Hello there."]),
+    ]
+    voice: Annotated[
+        str | VoiceRef,
+        msgspec.Meta(
+            description="A voice of the model's engine (GET /v1/voices) or one of OpenAI's "
+            "names, which speak with the default voice",
+            examples=["alloy"],
+        ),
+    ]
     response_format: ResponseFormat = "mp3"
     speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] = 1.0
     instructions: str | None = None  # accepted; the embedded engines have no use for it
@@ -142,7 +159,7 @@ def error_response(
     )
 
 
-def _param_of(message: str) -> str | None:
+def param_of(message: str) -> str | None:
     marker = "at `$."
     if marker in message:
         return message.split(marker, 1)[1].split("`", 1)[0].split(".")[0].split("[")[0]
@@ -216,7 +233,7 @@ async def speech(request: Request) -> Response:
     try:
         req = _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        return error_response(400, str(exc), param=_param_of(str(exc)))
+        return error_response(400, str(exc), param=param_of(str(exc)))
     except msgspec.DecodeError as exc:
         return error_response(400, f"request body is not valid JSON: {exc}")
     if not req.input.strip():
@@ -230,9 +247,18 @@ async def speech(request: Request) -> Response:
             param="model",
             code="model_not_found",
         )
+    name = req.voice.id if isinstance(req.voice, VoiceRef) else req.voice
+    # An uploaded voice: checked in the shared store (and its owner), loaded if need be;
+    # another key's voice is refused as one that does not exist.
+    problem = await ensure_voice(state, engine, name, key_of(request.scope))
+    if problem is not None:
+        code, message = problem
+        status = 503 if code in ("state_unavailable", "not_ready") else 400
+        kind = "server_error" if status == 503 else "invalid_request_error"
+        return error_response(status, message, kind, param="voice", code=code)
     voice = resolve_voice(state, engine, req.voice)
     if voice is None:
-        ids = sorted(v.id for v in state.workers[engine].engine.voices())
+        ids = sorted(v.id for v in server_voices(state.workers[engine].engine))
         return error_response(
             400,
             f"voice {req.voice!r} is not available for model {req.model!r}; use one of "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin
 
 from server.auth import digest
 from tests.support import ROOT, Received, RedisProcess, ServerProcess, connect, recv_until, send
@@ -35,6 +37,7 @@ def secured() -> Iterator[ServerProcess]:
         token_max_ttl_s=60,
         allowed_origins="https://good.example",
         cors_origins="https://app.example",
+        allowed_hosts="tts.example",
     )
     yield srv
     srv.stop()
@@ -198,6 +201,96 @@ async def test_cross_site_websocket_is_refused_403(
     assert rec.close_code == 1000
     rec = await _speaks(server.ws_url, origin=f"http://127.0.0.1:{server.port}")
     assert rec.close_code == 1000
+
+
+# ------------------------------------------------------------------ DNS rebinding and Host
+
+
+async def _connect_as(srv: ServerProcess, host: str, origin: str | None, **kw: Any) -> Any:
+    """A WebSocket to ``srv`` through a URL naming ``host`` (which does not resolve here:
+    the TCP connection goes to 127.0.0.1, as a DNS-rebound name would)."""
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    url = f"ws://{host}:{srv.port}/v1/stream"
+    return await websockets.connect(
+        url, sock=sock, origin=Origin(origin) if origin else None, open_timeout=20, **kw
+    )
+
+
+async def test_dns_rebinding_origin_is_refused(
+    secured: ServerProcess, server: ServerProcess
+) -> None:
+    for srv, auth in ((secured, _bearer(KEY)), (server, {})):
+        # a page on evil.example, its name resolving to this server: Origin and Host match
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await _connect_as(
+                srv, "evil.example", f"http://evil.example:{srv.port}", additional_headers=auth
+            )
+        resp = info.value.response
+        assert resp.status_code == 403
+        err = json.loads(resp.body or b"{}")["error"]
+        assert err["code"] == "origin_not_allowed" and "allowed_hosts" in err["message"]
+        # the same shape on HTTP, which a rebound page can read as same-origin
+        r = await _http(
+            "POST",
+            srv.http + "/v1/audio/speech",
+            json=SPEECH,
+            headers={
+                "Host": f"evil.example:{srv.port}",
+                "Origin": f"http://evil.example:{srv.port}",
+                **auth,
+            },
+        )
+        assert r.status_code == 403 and _err(r)["code"] == "host_not_allowed"
+        # no Origin (not a browser page): the Host alone decides nothing
+        r = await _http("GET", srv.http + "/v1/models", headers={"Host": "evil.example", **auth})
+        assert r.status_code == 200
+
+
+async def test_known_hosts_count_as_the_servers_own(secured: ServerProcess) -> None:
+    """A name in allowed_hosts, a loopback name and an IP address are same-origin."""
+    auth = _bearer(KEY)
+    for host in ("tts.example", "localhost", "127.0.0.1"):
+        origin = f"http://{host}:{secured.port}"
+        async with await _connect_as(secured, host, origin, additional_headers=auth) as ws:
+            await send(ws, type="start", output={"encoding": "pcm_s16le", "sample_rate": 8000})
+            rec = await recv_until(ws, Received(), stop="ready")
+            await send(ws, type="text", text="Known host.")
+            await send(ws, type="end")
+            rec = await recv_until(ws, rec)
+        assert rec.close_code == 1000 and rec.frames, host
+    # a listed origin is fine whatever the Host
+    async with await _connect_as(
+        secured, "other.example", "https://good.example", additional_headers=auth
+    ) as ws:
+        await send(ws, type="start")
+        assert (await recv_until(ws, Received(), stop="ready")).of("ready")
+
+
+# ------------------------------------------------------------------ duplicate headers
+
+
+def test_duplicate_authorization_or_origin_is_refused(secured: ServerProcess) -> None:
+    url = secured.http + "/v1/engines"
+    twice = [("Authorization", "Bearer wrong"), ("Authorization", f"Bearer {KEY}")]
+    r = httpx.get(url, headers=twice)
+    assert r.status_code == 400 and _err(r)["code"] == "duplicate_header"
+    assert "Authorization" in _err(r)["message"]
+    origins = [("Origin", "https://app.example"), ("Origin", "https://evil.example")]
+    r = httpx.get(url, headers=[*origins, ("Authorization", f"Bearer {KEY}")])
+    assert r.status_code == 400 and "Origin" in _err(r)["message"]
+    assert httpx.get(url, headers=twice[1:]).status_code == 200
+
+
+async def test_duplicate_headers_refuse_the_websocket(secured: ServerProcess) -> None:
+    twice = [("Authorization", "Bearer wrong"), ("Authorization", f"Bearer {KEY}")]
+    status, body = await _ws_status(secured.ws_url, additional_headers=twice)
+    assert status == 400 and body["error"]["code"] == "duplicate_header"
+    assert "Authorization" in body["error"]["message"]
+    origins = [("Origin", "https://evil.example"), ("Origin", "https://good.example")]
+    status, body = await _ws_status(
+        secured.ws_url, additional_headers=[*origins, ("Authorization", f"Bearer {KEY}")]
+    )
+    assert status == 400 and "Origin" in body["error"]["message"]
 
 
 def test_logs_never_contain_keys_or_tokens(secured: ServerProcess) -> None:

@@ -82,3 +82,21 @@ def test_say_reports_an_unreachable_server(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert b"cannot reach ws://127.0.0.1:9/v1/stream" in proc.stderr
+
+
+def test_serve_help_lists_every_setting() -> None:
+    """argparse formats help with %: a setting whose description has a % (the Opus
+    packet loss) once made `voxwire serve --help` crash."""
+    from server.config import Settings
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in Settings.__struct_fields__:
+        assert "--" + name.replace("_", "-") in proc.stdout, name
+    assert "Expected packet loss, % (FEC acts only when > 0)." in " ".join(proc.stdout.split())

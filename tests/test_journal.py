@@ -86,9 +86,12 @@ async def test_a_cancel_in_the_same_turn_as_the_heartbeat_reply_is_not_lost() ->
     j = Journal(store, "s", "a", 0, lambda: None, lambda w: None)
     for _ in range(20):  # the race was one-sided: it either lost the cancel or not
         task = asyncio.create_task(j.heartbeat())
-        while store.gate is None:
+        for _ in range(100):  # a few loop turns until it waits on the gate
+            if store.gate is not None:
+                break
             await asyncio.sleep(0)
         gate, store.gate = store.gate, None
+        assert gate is not None
         gate.set_result(None)  # the reply arrives ...
         task.cancel()  # ... and the connection drops, in the same loop turn
         with contextlib.suppress(asyncio.CancelledError):

@@ -72,6 +72,12 @@ def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
         except EngineError as exc:
             conn.send_bytes(ipc.encode(ipc.Failed(msg.id, exc.code, exc.message)))
             continue
+        except (EOFError, OSError):
+            raise  # the pipe: the server went away
+        except Exception as exc:  # the engine's own bug on this text: one chunk, not the process
+            detail = f"{type(exc).__name__}: {exc}"
+            conn.send_bytes(ipc.encode(ipc.Failed(msg.id, "engine_error", detail)))
+            continue
         rss = rss_bytes()
         retiring = rss > max_rss_bytes
         conn.send_bytes(ipc.encode(ipc.Finished(msg.id, rss, retiring)))

@@ -468,7 +468,6 @@ class EngineWorker:
         send(r.pending)
         return False
 
-
     def _synthesize(self, job: Job) -> Iterator[Audio]:
         """The engine's audio for a chunk: from its text made safe to speak
         (server/streaming/normalize.py: what espeak-ng crashes on, emoji, symbol runs),

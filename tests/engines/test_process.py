@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 import pytest
@@ -140,6 +140,7 @@ def test_an_abandoned_chunk_frees_its_process(events: Events) -> None:
         e.load()
         text = "One sentence here. " * 12
         gen = e.synthesize(text, VOICE, 1.0)
+        assert isinstance(gen, Generator)
         first = next(gen)
         assert len(first) > 0
         gen.close()
@@ -174,3 +175,14 @@ def test_an_engine_that_cannot_load_says_why() -> None:
         assert err.value.code == "engine_load_failed" and "no-such-engine" in err.value.message
     finally:
         e.close()
+
+
+def test_an_engine_exception_costs_the_chunk_not_the_process(
+    engine: ProcessEngine, events: Events
+) -> None:
+    pids = engine.pids()
+    with pytest.raises(EngineError) as err:
+        list(engine.synthesize(HELLO, VOICE, 0.0))  # Piper divides by the speed
+    assert err.value.code == "engine_error" and "ZeroDivisionError" in err.value.message
+    assert engine.pids() == pids and events.count("restart") == 0
+    assert _speak(engine, HELLO) > 0

@@ -119,6 +119,17 @@ async def test_a_voice_exists_only_for_the_key_that_uploaded_it(
             mine_ws = refusal(await start(node, vid, AUTH_B), vid)
             other_ws = refusal(await start(node, never, AUTH_B), never)
             assert mine_ws["code"] == "unknown_voice" and mine_ws == other_ws
+            # ... nor speak with it over HTTP, where the error does not list it either.
+            body = {"model": "f5", "input": "Hi.", "voice": vid}
+            r = await req("POST", f"{node.http}/v1/audio/speech", json=body, headers=AUTH_B)
+            r_never = await req(
+                "POST",
+                f"{node.http}/v1/audio/speech",
+                json={**body, "voice": never},
+                headers=AUTH_B,
+            )
+            assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_voice"
+            assert anonymised(r, vid) == anonymised(r_never, never)
             # Built-in voices are everyone's.
             assert {"f5_basic_en", "en_US-joe-medium"} <= await listed(node, AUTH_B)
             rec = await start(node, "f5_basic_en", AUTH_B)
@@ -133,6 +144,9 @@ async def test_a_voice_exists_only_for_the_key_that_uploaded_it(
         assert r.status_code == 200 and r.content[:4] == b"OggS"
         rec = await start(b, vid, AUTH, TEXT)
         assert rec.of("ready")[0]["voice"] == vid and rec.of("done"), rec.events
+        body = {"model": "f5", "input": "Hi.", "voice": vid, "response_format": "pcm"}
+        r = await req("POST", f"{a.http}/v1/audio/speech", json=body, headers=AUTH)
+        assert r.status_code == 200 and len(r.content) > 4800, r.text[:300]
         assert rec.frames and rec.close_code == 1000
     finally:
         # Key B's DELETEs above removed nothing: A deletes it, on the other node.
