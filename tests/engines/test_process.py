@@ -16,9 +16,11 @@ from server.engines.process import ProcessEngine, ProcessOptions
 
 VOICE = "en_US-joe-medium"
 HELLO = "Hello there, how are you today?"
-# piper-tts 1.8's espeak bridge segfaults on this (issue 11); the server never sends it
-# raw (the normaliser spaces dotted runs), but the process engine must survive it.
-CRASHER = "A." * 98
+# piper-tts 1.8's espeak bridge segfaults on dotted-letter chains (issue 11; "A." * 98
+# does only sometimes, depending on the process's earlier state; this long one always
+# did, 12 of 12). The server never sends it raw (the normaliser breaks such chains up),
+# but the process engine must survive it.
+CRASHERS = ["A." * 400, "a." * 400, "U.S." * 200, "\u00e9." * 200]
 
 
 class Events:
@@ -75,12 +77,18 @@ def test_a_segfault_costs_one_chunk_and_the_text_is_quarantined(
     engine: ProcessEngine, events: Events
 ) -> None:
     before = set(engine.pids())
-    with pytest.raises(EngineError) as err:
-        list(engine.synthesize(CRASHER, VOICE, 1.0))
-    assert err.value.code == "engine_crashed" and "SIGSEGV" in err.value.message
+    crasher = None
+    for text in CRASHERS:  # whether one crashes depends on memory layout: try a few
+        try:
+            list(engine.synthesize(text, VOICE, 1.0))
+        except EngineError as err:
+            assert err.code == "engine_crashed" and "SIGSEGV" in err.message, err.message
+            crasher = text
+            break
+    assert crasher is not None, "piper-tts no longer crashes on dotted chains: pick others"
     assert _speak(engine, HELLO) > 0  # the spare speaks at once
     with pytest.raises(EngineError) as again:
-        list(engine.synthesize(CRASHER, VOICE, 1.0))
+        list(engine.synthesize(crasher, VOICE, 1.0))
     assert again.value.code == "text_quarantined"  # refused, not run: nothing died
     _wait(lambda: len(engine.pids()) == 2)
     assert len(set(engine.pids()) - before) == 1  # one process replaced
