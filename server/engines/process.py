@@ -61,10 +61,10 @@ _BACKOFF_MIN_S = 0.5
 @dataclass(frozen=True, slots=True)
 class ProcessOptions:
     size: int = 2
-    deadline_s: float = 5.0
-    deadline_per_char_s: float = 0.025
+    deadline_s: float = 10.0
+    deadline_per_char_s: float = 0.05
     start_timeout_s: float = 120.0
-    max_rss_bytes: int = 1024 << 20
+    max_rss_bytes: int = 768 << 20
     backoff_max_s: float = 30.0
     quarantine_s: float = 600.0
     quarantine_max: int = 4096

@@ -265,7 +265,9 @@ def _regroup_dotted(m: re.Match[str]) -> str:
 
 def _speakable(text: str) -> str:
     text = _fold(text)
-    text = _filter_chars(text)
+    # NFC again: a dropped format character (ZWJ, a variation selector) may have kept a
+    # letter and its mark apart, and the result must be a fixed point (idempotent).
+    text = unicodedata.normalize("NFC", _filter_chars(text))
     text = _collapse_whitespace(text)
     text = _collapse_punct(text)
     text = _TOKEN_RE.sub(_bound_token, text)

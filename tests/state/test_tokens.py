@@ -18,7 +18,9 @@ def test_mint_and_verify() -> None:
     t = ResumeTokens(b"secret")
     tok = t.mint("abc", ttl_s=60, now=1000.0)
     keyed = t.mint("abc", ttl_s=60, key_id="k1", now=1000.0)
-    t.verify(keyed, "abc", key_id="k1", now=1000.0)
+    assert t.verify(keyed, "abc", key_id="k1", now=1000.0) == 0  # the epoch minted in
+    later = t.mint("abc", ttl_s=60, now=1000.0, epoch=3)
+    assert t.verify(later, "abc", now=1000.0) == 3
     assert _code(t, keyed, "abc", now=1000.0) == "resume_forbidden"
     assert _code(t, tok, "abc", now=1000.0, key_id="k2") == "resume_forbidden"
     t.verify(tok, "abc", now=1059.0)
@@ -26,7 +28,8 @@ def test_mint_and_verify() -> None:
     assert _code(t, tok, "abd", now=1000.0) == "invalid_resume_token"
     assert _code(ResumeTokens(b"other"), tok, "abc", now=1000.0) == "invalid_resume_token"
     payload, sig = tok.split(".")
-    assert _code(t, payload + "." + sig[:-2] + "AA", "abc", now=1000.0) == "invalid_resume_token"
+    tampered = sig[:-2] + ("AB" if sig.endswith("AA") else "AA")  # this one ends in AA
+    assert _code(t, payload + "." + tampered, "abc", now=1000.0) == "invalid_resume_token"
     assert _code(t, "garbage", "abc", now=1000.0) == "invalid_resume_token"
 
 
