@@ -176,7 +176,7 @@ def bench_isolation(o: Opts) -> IsolationResult:
             r.ttfa_p90_ms,
             r.flushed_p50_ms,
             r.audio_s,
-            r.cpu_per_audio_s,
+            round(r.cpu_per_audio_s * 1000, 1),
             r.rss_mb,
         ]
         for r in (t, p)
@@ -189,7 +189,7 @@ def bench_isolation(o: Opts) -> IsolationResult:
             "p90 ms",
             "flushed p50 ms",
             "audio s",
-            "CPU s per audio s",
+            "CPU ms per audio s",
             "RSS MiB (all processes)",
         ],
         rows,
