@@ -12,8 +12,10 @@ sentence sent whole with a flush, timed from the send to the first frame and to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,7 @@ import msgspec
 import numpy as np
 
 from loadtests import report
-from loadtests.machine import proc_cpu_s
+from loadtests.machine import proc_cpu_s, rss_bytes
 from loadtests.serverproc import VoxwireServer
 
 if TYPE_CHECKING:
@@ -66,26 +68,21 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _tree_cpu_s(pid: int) -> float:
-    total = proc_cpu_s(pid)
+def _tree_sum(pid: int, of: Callable[[int], float]) -> float:
+    """``of`` summed over a process and its children (the engine processes)."""
+    total = of(pid)
     for c in _children(pid):
-        try:
-            total += proc_cpu_s(c)
-        except OSError:
-            continue
+        with contextlib.suppress(OSError):
+            total += of(c)
     return total
 
 
-def _tree_rss_mb(pid: int) -> float:
-    from loadtests.machine import rss_bytes
+def _tree_cpu_s(pid: int) -> float:
+    return _tree_sum(pid, proc_cpu_s)
 
-    total = rss_bytes(pid)
-    for c in _children(pid):
-        try:
-            total += rss_bytes(c)
-        except OSError:
-            continue
-    return total / 2**20
+
+def _tree_rss_mb(pid: int) -> float:
+    return _tree_sum(pid, rss_bytes) / 2**20
 
 
 async def _turn(ws: Any, text: str) -> tuple[float, float, int]:

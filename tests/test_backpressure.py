@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import websockets
@@ -98,6 +99,21 @@ async def test_slow_consumer_is_bounded_and_closed(bp_server: ServerProcess) -> 
     assert word_recall(POLITE, heard) >= 0.5, heard
 
 
+async def _read_paced(ws: Any, frame_gap_s: float) -> Received:
+    """Everything until the close, sleeping ``frame_gap_s`` after each frame."""
+    rec = Received()
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async with asyncio.timeout(60):
+            while True:
+                msg = await ws.recv()
+                if isinstance(msg, bytes):
+                    rec.frames.append(msg)
+                    await asyncio.sleep(frame_gap_s)
+                else:
+                    rec.events.append(json.loads(msg))
+    return rec
+
+
 @pytest.fixture(scope="module")
 def rate_server() -> Iterator[ServerProcess]:
     # The default max_unsent_audio_s (4 s): the last of an utterance fits under it, so
@@ -136,16 +152,7 @@ async def test_a_client_reading_at_a_fifth_of_real_time_gets_slow_consumer(
     await send(ws, type="start")  # Opus
     await send(ws, type="text", text=SENTENCE * 8)
     await send(ws, type="end")
-    rec = Received()
-    with contextlib.suppress(websockets.ConnectionClosed):
-        async with asyncio.timeout(60):
-            while True:
-                msg = await ws.recv()
-                if isinstance(msg, bytes):
-                    rec.frames.append(msg)
-                    await asyncio.sleep(0.1)  # a 20 ms frame every 100 ms
-                else:
-                    rec.events.append(json.loads(msg))
+    rec = await _read_paced(ws, 0.1)  # a 20 ms frame every 100 ms
     # Closed before the end of the utterance. This reader is too slow to reach the error
     # event and close frame behind the audio in the socket buffers within close_grace_s,
     # so the server's log tells why.
@@ -163,15 +170,6 @@ async def test_a_client_reading_at_real_time_is_not_a_slow_consumer(
     await send(ws, type="start")
     await send(ws, type="text", text=SENTENCE * 2)  # ~10 s of speech, made faster
     await send(ws, type="end")
-    rec = Received()
-    with contextlib.suppress(websockets.ConnectionClosed):
-        async with asyncio.timeout(60):
-            while True:
-                msg = await ws.recv()
-                if isinstance(msg, bytes):
-                    rec.frames.append(msg)
-                    await asyncio.sleep(0.015)  # a little faster than it plays
-                else:
-                    rec.events.append(json.loads(msg))
+    rec = await _read_paced(ws, 0.015)  # a little faster than it plays
     assert ws.close_code == 1000 and rec.of("done"), rec.events[-3:]
     assert not rec.of("error")
