@@ -52,6 +52,7 @@ from server.engines.worker import (
     SegmentStart,
     UtteranceDone,
 )
+from server.streaming.normalize import speakable
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -320,7 +321,9 @@ class BatchedEngineWorker(EngineWorker):
 
     def _plan(self, job: Job) -> list[str] | EngineError:
         try:
-            return self.f5.plan(job.text, job.voice, job.speed, job.first)
+            # The text made safe to speak first, as for every engine (no emoji or control
+            # characters into F5's tokenizer; server/streaming/normalize.py).
+            return self.f5.plan(speakable(job.text), job.voice, job.speed, job.first)
         except EngineError as exc:
             return exc
 

@@ -165,3 +165,21 @@ async def test_a_failing_model_fails_over_and_its_breaker_opens(
     await asyncio.wait_for(alice.done.wait(), 120)
     await worker.stop()
     assert len(alice.of(ChunkDone)) == 3 and not alice.of(EngineFailed)
+
+
+async def test_f5_is_given_the_normalised_text(f5_engine: F5Engine) -> None:
+    """Emoji and control characters never reach F5's tokenizer; a chunk of nothing but
+    them is spoken as nothing, without a forward pass."""
+    a = Owner("a")
+    worker = BatchedEngineWorker(f5_engine, max_batch=1)
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    worker.submit(a.job(0, family * 30, first=True))
+    worker.submit(a.job(1, "Hello " + family * 30 + " there."))
+    worker.submit(Job(a, 0, "flush"))
+    worker.start()
+    await asyncio.wait_for(a.done.wait(), 120)
+    await worker.stop()
+    done = {d.index: d for d in a.of(ChunkDone) if isinstance(d, ChunkDone)}
+    assert done[0].audio_s == 0 and done[0].chars == len(family * 30)
+    assert 0.2 < done[1].audio_s < 5.0  # "Hello there.", not ninety emoji
+    assert worker.batches == [1]  # one forward pass: the emoji-only chunk had none
