@@ -204,10 +204,14 @@ def check_output(out: OutputFormat) -> None:
 def _classify(text: str, data: str | bytes) -> ProtocolError:
     """Map msgspec's validation message to a stable error code."""
     if text.startswith("Invalid value") and text.endswith("`$.type`"):
+        kind, repeated = _peek_type(data)
+        if repeated:
+            return ProtocolError(
+                "invalid_message", "the 'type' key appears more than once in this message"
+            )
         return ProtocolError(
             "unknown_type",
-            f"unknown message type {_peek_type(data)!r}; expected one of "
-            + ", ".join(CLIENT_TYPES),
+            f"unknown message type {kind!r}; expected one of " + ", ".join(CLIENT_TYPES),
         )
     if "missing required field `type`" in text or text.startswith("Expected `object`"):
         return ProtocolError(
@@ -224,12 +228,22 @@ def _classify(text: str, data: str | bytes) -> ProtocolError:
     return ProtocolError("invalid_message", text)
 
 
-def _peek_type(data: str | bytes) -> Any:
+def _peek_type(data: str | bytes) -> tuple[Any, bool]:
+    """The message's top-level 'type', and whether that key is there more than once."""
+    types: list[list[Any]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        types.append([v for k, v in items if k == "type"])
+        return dict(items)
+
     try:
-        obj = json.loads(data)
+        obj = json.loads(data, object_pairs_hook=pairs)
     except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
-        return None
-    return obj.get("type") if isinstance(obj, dict) else None
+        return None, False
+    if not isinstance(obj, dict):
+        return None, False
+    top = types[-1]  # the outermost object is closed last
+    return obj.get("type"), len(top) > 1
 
 
 def encode_server_message(msg: ServerMessage) -> str:

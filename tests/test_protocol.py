@@ -38,6 +38,10 @@ def test_decodes_every_client_message() -> None:
         ('{"type":"start","output":{"bitrate":1}}', "out_of_range"),
         ('{"type":"flush","x":1}', "unknown_field"),
         ('"text"', "invalid_message"),
+        ('{"type":"flush","type":"end"}', "invalid_message"),  # not "unknown type 'end'"
+        # nested past the parsers' recursion: a clear error, not a dead session
+        ('{"msg":{"text":' + "[" * 1500 + "0" + "]" * 1500 + "}}", "invalid_json"),
+        ('{"type":"bogus","x":' + "[" * 1500 + "]" * 1500 + "}", "unknown_type"),
         ("", "invalid_json"),
     ],
 )
