@@ -142,7 +142,7 @@ class Session:
         self.connected_at = now
         self.last_client_msg = now
         self.over_limit_since: float | None = None
-        # slow consumer: (time, audio_s_sent) samples while audio waits for the client
+        # slow consumer: (time, audio taken by the client's TCP) while audio waits for it
         self._sending = False
         self._backlog: deque[tuple[float, float]] = deque()
         self._bytes_sent = 0  # audio bytes, to turn the socket's backlog into seconds
