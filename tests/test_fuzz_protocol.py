@@ -610,7 +610,11 @@ async def run_case(url: str, case: Case, pool: Pool) -> Log:
         return log
     if case.ending == "end":
         check_close(log, violations)
-    elif log.close_code in (1006, 1011):
+    elif log.close_code == 1011 or (log.close_code == 1006 and not violations - {0}):
+        # A frame that must close the connection (binary, bad UTF-8, oversize) makes the
+        # server close first; a client that keeps sending after that may get a TCP reset
+        # before it reads the close frame (seen in CI: 1003, then 1006 on the client),
+        # so only then is 1006 not the server's fault.
         log.problems.append(f"closed with {log.close_code}")
     pool.note(log)
     return log
@@ -632,9 +636,10 @@ def check_close(log: Log, violations: set[int]) -> None:
         if code != 1000:
             log.problems.append(f"done, then closed with {code}")
     elif violations - {0}:
-        # uvicorn drops the TCP connection right after its own 1007/1009 close frame;
-        # a client still sending then gets a reset and may never read that frame (1006)
-        if code not in violations and not (code == 1006 and violations & {1007, 1009}):
+        # uvicorn drops the TCP connection right after its own 1007/1009 close frame (and
+        # after the session's 1003 close once the client's echo or the timer comes); a
+        # client still sending then gets a reset and may never read that frame (1006)
+        if code not in violations and not (code == 1006 and violations & {1003, 1007, 1009}):
             log.problems.append(f"frames that must close with {violations - {0}}; got {code}")
     else:
         log.problems.append(f"closed with {code} without done, a fatal error or a bad frame")
