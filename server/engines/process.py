@@ -111,7 +111,6 @@ class _Proc:
         self.pid = proc.pid or 0
         self.born = time.monotonic()
         self.ready = False
-        self.hello: ipc.Hello | None = None
         self.current: _Request | None = None
         self.kill_reason = ""  # set before the supervisor kills it (timeout)
         self.dead = False
@@ -200,9 +199,8 @@ class ProcessEngine:
             self._next_id += 1
             req = _Request(self._next_id, text, voice, deadline_s, key)
         p = self._checkout(req)
-        if not p.send(ipc.Synthesize(req.id, text, voice, speed)):
-            # It died before the request reached it: the reader thread reports the death.
-            pass
+        # If it died before the request reached it, its reader thread reports the death.
+        p.send(ipc.Synthesize(req.id, text, voice, speed))
         return self._pieces(p, req)
 
     def _pieces(self, p: _Proc, req: _Request) -> Iterator[Audio]:
@@ -391,7 +389,6 @@ class ProcessEngine:
     def _ready(self, p: _Proc, hello: ipc.Hello) -> None:
         with self._cond:
             p.ready = True
-            p.hello = hello
             self._info = hello.info
             self._voices = hello.voices
             self.sample_rate = hello.info.sample_rate
