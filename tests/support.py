@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -108,6 +109,40 @@ async def recv_until(
 
 async def send(ws: ClientConnection, **msg: Any) -> None:
     await ws.send(json.dumps(msg))
+
+
+async def ws_refused(url: str, **kw: Any) -> tuple[int, dict[str, Any]]:
+    """A WebSocket handshake the server refuses: (HTTP status, JSON body)."""
+    try:
+        ws = await connect(url, **kw)
+    except websockets.InvalidStatus as exc:
+        resp = exc.response
+        return resp.status_code, json.loads(resp.body or b"{}")
+    await ws.close()
+    raise AssertionError(f"the handshake to {url} was accepted")
+
+
+async def speaks(url: str, text: str, **kw: Any) -> Received:
+    """A short session (8 kHz PCM) that says ``text`` and ends: all it received."""
+    async with await connect(url, **kw) as ws:
+        await send(ws, type="start", output={"encoding": "pcm_s16le", "sample_rate": 8000})
+        rec = await recv_until(ws, Received(), stop="ready")
+        await send(ws, type="text", text=text)
+        await send(ws, type="end")
+        return await recv_until(ws, rec)
+
+
+def keys_cli(*args: str) -> str:
+    """``voxwire keys ARGS…`` (a real subprocess): what it printed."""
+    made = subprocess.run(
+        [sys.executable, "-m", "server", "keys", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return made.stdout.strip()
 
 
 async def stream_tokens(

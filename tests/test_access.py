@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import subprocess
@@ -17,7 +18,19 @@ import websockets
 from websockets.typing import Origin
 
 from server.auth import digest
-from tests.support import ROOT, Received, RedisProcess, ServerProcess, connect, recv_until, send
+from tests.support import (
+    ROOT,
+    Received,
+    RedisProcess,
+    ServerProcess,
+    connect,
+    recv_until,
+    send,
+    speaks,
+    ws_refused,
+)
+
+_speaks_authorised = functools.partial(speaks, text="Authorised.")
 
 KEY = "vw_test_key_one_0123456789"
 KEY2 = "vw_test_key_two_abcdefghij"
@@ -132,46 +145,30 @@ def _mint(srv: ServerProcess, key: str = KEY, **body: Any) -> dict[str, Any]:
     return out
 
 
-async def _ws_status(url: str, **kw: Any) -> tuple[int, dict[str, Any]]:
-    with pytest.raises(websockets.InvalidStatus) as info:
-        await connect(url, **kw)
-    resp = info.value.response
-    return resp.status_code, json.loads(resp.body or b"{}")
-
-
-async def _speaks(url: str, **kw: Any) -> Received:
-    async with await connect(url, **kw) as ws:
-        await send(ws, type="start", output={"encoding": "pcm_s16le", "sample_rate": 8000})
-        rec = await recv_until(ws, Received(), stop="ready")
-        await send(ws, type="text", text="Authorised.")
-        await send(ws, type="end")
-        return await recv_until(ws, rec)
-
-
 async def test_websocket_needs_a_key_or_token(secured: ServerProcess) -> None:
-    status, body = await _ws_status(secured.ws_url)
+    status, body = await ws_refused(secured.ws_url)
     assert status == 401 and body["error"]["code"] == "missing_api_key"
-    status, body = await _ws_status(secured.ws_url, additional_headers=_bearer("nope"))
+    status, body = await ws_refused(secured.ws_url, additional_headers=_bearer("nope"))
     assert status == 401 and body["error"]["code"] == "invalid_api_key"
-    status, body = await _ws_status(secured.ws_url + f"?api_key={KEY}")
+    status, body = await ws_refused(secured.ws_url + f"?api_key={KEY}")
     assert status == 400 and body["error"]["code"] == "key_in_url"
-    rec = await _speaks(secured.ws_url, additional_headers=_bearer(KEY))
+    rec = await _speaks_authorised(secured.ws_url, additional_headers=_bearer(KEY))
     assert rec.close_code == 1000 and rec.frames
     token = _mint(secured, ttl_s=30)
     assert 25 < token["expires_in"] <= 30
-    rec = await _speaks(secured.ws_url + "?token=" + token["token"])
+    rec = await _speaks_authorised(secured.ws_url + "?token=" + token["token"])
     assert rec.close_code == 1000 and rec.frames
 
 
 async def test_expired_and_tampered_tokens(secured: ServerProcess) -> None:
     token = _mint(secured, ttl_s=1)["token"]
     await asyncio.sleep(1.2)
-    status, body = await _ws_status(secured.ws_url + "?token=" + token)
+    status, body = await ws_refused(secured.ws_url + "?token=" + token)
     assert status == 401 and body["error"]["code"] == "token_expired"
     assert "POST /v1/tokens" in body["error"]["message"]
     fresh = _mint(secured)["token"]
     payload, sig = fresh.split(".")
-    status, body = await _ws_status(secured.ws_url + "?token=" + payload + "." + sig[::-1])
+    status, body = await ws_refused(secured.ws_url + "?token=" + payload + "." + sig[::-1])
     assert status == 401 and body["error"]["code"] == "invalid_token"
 
 
@@ -190,16 +187,16 @@ async def test_cross_site_websocket_is_refused_403(
     secured: ServerProcess, server: ServerProcess
 ) -> None:
     for srv in (secured, server):  # with keys and without
-        status, body = await _ws_status(
+        status, body = await ws_refused(
             srv.ws_url, origin="https://evil.example", additional_headers=_bearer(KEY)
         )
         assert status == 403 and body["error"]["code"] == "origin_not_allowed"
     # the allow-listed site and the server's own pages are fine
-    rec = await _speaks(
+    rec = await _speaks_authorised(
         secured.ws_url, origin="https://good.example", additional_headers=_bearer(KEY)
     )
     assert rec.close_code == 1000
-    rec = await _speaks(server.ws_url, origin=f"http://127.0.0.1:{server.port}")
+    rec = await _speaks_authorised(server.ws_url, origin=f"http://127.0.0.1:{server.port}")
     assert rec.close_code == 1000
 
 
@@ -283,11 +280,11 @@ def test_duplicate_authorization_or_origin_is_refused(secured: ServerProcess) ->
 
 async def test_duplicate_headers_refuse_the_websocket(secured: ServerProcess) -> None:
     twice = [("Authorization", "Bearer wrong"), ("Authorization", f"Bearer {KEY}")]
-    status, body = await _ws_status(secured.ws_url, additional_headers=twice)
+    status, body = await ws_refused(secured.ws_url, additional_headers=twice)
     assert status == 400 and body["error"]["code"] == "duplicate_header"
     assert "Authorization" in body["error"]["message"]
     origins = [("Origin", "https://evil.example"), ("Origin", "https://good.example")]
-    status, body = await _ws_status(
+    status, body = await ws_refused(
         secured.ws_url, additional_headers=[*origins, ("Authorization", f"Bearer {KEY}")]
     )
     assert status == 400 and "Origin" in body["error"]["message"]
@@ -334,11 +331,11 @@ async def test_concurrent_session_limit(limited: ServerProcess) -> None:
         )
         assert r.status_code == 429 and _err(r)["code"] == "sessions"
         # another key has its own budget
-        rec = await _speaks(limited.ws_url, additional_headers=_bearer(KEY2))
+        rec = await _speaks_authorised(limited.ws_url, additional_headers=_bearer(KEY2))
         assert rec.close_code == 1000
     # the slot is free again once the first session ended
     await asyncio.sleep(0.3)
-    rec = await _speaks(limited.ws_url, additional_headers=_bearer(KEY))
+    rec = await _speaks_authorised(limited.ws_url, additional_headers=_bearer(KEY))
     assert rec.close_code == 1000
 
 

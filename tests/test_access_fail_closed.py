@@ -5,33 +5,29 @@ Redis came back empty; and the check a session's watchdog makes on its key
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
+import functools
 import time
 from typing import Any
 
 import httpx
-import pytest
-import websockets
 from redis.asyncio import Redis
 
 from server.app import AppState
 from server.auth import KeyRing, digest, key_id, key_still_valid
 from server.config import Settings
-from tests.support import ROOT, Received, RedisProcess, ServerProcess, connect, recv_until, send
+from tests.support import (
+    Received,
+    RedisProcess,
+    ServerProcess,
+    connect,
+    keys_cli,
+    recv_until,
+    send,
+    speaks,
+    ws_refused,
+)
 
-
-def _keys(*args: str) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "server", "keys", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return made.stdout.strip()
+_speaks_again = functools.partial(speaks, text="Keys are back.")
 
 
 async def _get(url: str, **kw: Any) -> httpx.Response:
@@ -39,25 +35,9 @@ async def _get(url: str, **kw: Any) -> httpx.Response:
         return await client.get(url, **kw)
 
 
-async def _ws_refusal(url: str, **kw: Any) -> tuple[int, dict[str, Any]]:
-    with pytest.raises(websockets.InvalidStatus) as info:
-        await connect(url, **kw)
-    resp = info.value.response
-    return resp.status_code, json.loads(resp.body or b"{}")
-
-
-async def _speaks(url: str, **kw: Any) -> Received:
-    async with await connect(url, **kw) as ws:
-        await send(ws, type="start", output={"encoding": "pcm_s16le", "sample_rate": 8000})
-        rec = await recv_until(ws, Received(), stop="ready")
-        await send(ws, type="text", text="Keys are back.")
-        await send(ws, type="end")
-        return await recv_until(ws, rec)
-
-
 async def test_redis_restarted_empty_never_opens_a_node() -> None:
     redis = RedisProcess()
-    key = _keys("new", "--redis-url", redis.url)
+    key = keys_cli("new", "--redis-url", redis.url)
     auth = {"Authorization": f"Bearer {key}"}
     srv = ServerProcess(redis_url=redis.url, state_check_interval_s=0.2)
     try:
@@ -85,7 +65,7 @@ async def test_redis_restarted_empty_never_opens_a_node() -> None:
         async with httpx.AsyncClient(timeout=30) as client:
             r = await client.post(srv.http + "/v1/audio/speech", json=speech)
         assert r.status_code == 503
-        status, body = await _ws_refusal(srv.ws_url)
+        status, body = await ws_refused(srv.ws_url)
         assert status == 503 and body["error"]["code"] == "access_rules_lost"
         health = await _get(srv.http + "/health")
         assert health.status_code == 503
@@ -94,13 +74,15 @@ async def test_redis_restarted_empty_never_opens_a_node() -> None:
         assert len(srv.log_events("access_rules_lost")) == 1  # logged once
 
         # a key added again brings the node back, locked
-        new_key = _keys("new", "--redis-url", redis.url)
+        new_key = keys_cli("new", "--redis-url", redis.url)
         deadline = time.monotonic() + 10
         while (await _get(srv.http + "/health")).status_code != 200:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
         assert (await _get(srv.http + "/v1/engines")).status_code == 401
-        rec = await _speaks(srv.ws_url, additional_headers={"Authorization": f"Bearer {new_key}"})
+        rec = await _speaks_again(
+            srv.ws_url, additional_headers={"Authorization": f"Bearer {new_key}"}
+        )
         assert rec.close_code == 1000 and rec.frames
         assert srv.log_events("access_rules_restored")
     finally:
@@ -125,9 +107,9 @@ async def test_require_api_keys_holds_on_a_fresh_node_against_an_empty_redis() -
         assert "require_api_keys" in health.json()["error"]
         r = await _get(srv.http + "/v1/engines")
         assert r.status_code == 503 and r.json()["error"]["code"] == "access_rules_lost"
-        status, _ = await _ws_refusal(srv.ws_url)
+        status, _ = await ws_refused(srv.ws_url)
         assert status == 503
-        key = _keys("new", "--redis-url", redis.url)
+        key = keys_cli("new", "--redis-url", redis.url)
         deadline = time.monotonic() + 10
         while (await _get(srv.http + "/health")).status_code != 200:
             assert time.monotonic() < deadline
@@ -152,8 +134,8 @@ def test_require_api_keys_without_any_keys_or_redis_does_not_start() -> None:
 async def test_key_still_valid_follows_revocation_and_says_when_it_cannot_tell() -> None:
     redis_proc = RedisProcess()
     prefix = "kv:"
-    key = _keys("new", "--redis-url", redis_proc.url, "--redis-prefix", prefix)
-    other = _keys("new", "--redis-url", redis_proc.url, "--redis-prefix", prefix)
+    key = keys_cli("new", "--redis-url", redis_proc.url, "--redis-prefix", prefix)
+    other = keys_cli("new", "--redis-url", redis_proc.url, "--redis-prefix", prefix)
     configured = "vw_configured_key_0123456789"
     client = Redis.from_url(redis_proc.url, socket_timeout=2.0, socket_connect_timeout=2.0)
     ring = KeyRing({digest(configured)}, client, prefix + "api_keys")
@@ -167,7 +149,7 @@ async def test_key_still_valid_follows_revocation_and_says_when_it_cannot_tell()
         assert await key_still_valid(state, key_id(digest(configured))) is True
         assert await key_still_valid(state, "0" * 16) is False
 
-        _keys("revoke", key, "--redis-url", redis_proc.url, "--redis-prefix", prefix)
+        keys_cli("revoke", key, "--redis-url", redis_proc.url, "--redis-prefix", prefix)
         deadline = time.monotonic() + 5  # answers are cached for a couple of seconds
         while await key_still_valid(state, kid) is not False:
             assert time.monotonic() < deadline
@@ -188,8 +170,8 @@ async def test_key_still_valid_follows_revocation_and_says_when_it_cannot_tell()
 
 async def test_a_revoked_keys_live_sessions_are_closed() -> None:
     redis = RedisProcess()
-    key = _keys("new", "--redis-url", redis.url)
-    other = _keys("new", "--redis-url", redis.url)
+    key = keys_cli("new", "--redis-url", redis.url)
+    other = keys_cli("new", "--redis-url", redis.url)
     srv = ServerProcess(redis_url=redis.url, idle_timeout_s=600)
     try:
         srv.wait_ready()
@@ -199,7 +181,7 @@ async def test_a_revoked_keys_live_sessions_are_closed() -> None:
         for ws in (doomed, kept):
             await send(ws, type="start")
             recs.append(await recv_until(ws, Received(), stop="ready"))
-        _keys("revoke", key, "--redis-url", redis.url)
+        keys_cli("revoke", key, "--redis-url", redis.url)
         t0 = time.monotonic()
         rec = await recv_until(doomed, recs[0], timeout=15)
         assert rec.close_code == 1008 and time.monotonic() - t0 < 10

@@ -7,14 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import websockets
 
-from tests.support import ROOT, Received, RedisProcess, ServerProcess, connect, recv_until, send
+from tests.support import (
+    Received,
+    RedisProcess,
+    ServerProcess,
+    connect,
+    keys_cli,
+    recv_until,
+    send,
+)
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. We will meet again tomorrow morning at "
@@ -85,22 +91,10 @@ async def test_redis_stopped_and_restarted_under_running_sessions() -> None:
         redis.stop()
 
 
-def _new_key(redis_url: str) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "server", "keys", "new", "--redis-url", redis_url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return made.stdout.strip()
-
-
 async def test_keys_held_in_redis_cannot_be_checked_while_it_is_down() -> None:
     """A locked server stays locked: a key it cannot check gets 503 state_unavailable."""
     redis = RedisProcess()
-    auth = {"Authorization": f"Bearer {_new_key(redis.url)}"}
+    auth = {"Authorization": f"Bearer {keys_cli('new', '--redis-url', redis.url)}"}
     srv = ServerProcess(redis_url=redis.url)
     try:
         srv.wait_ready()
