@@ -9,4 +9,10 @@ venv_install ".[test,f5]"  # f5: the F5-TTS tests run on the CPU with a tiny mod
 export PATH="$VENV/bin:$PATH"
 echo "== ruff" && ruff check . && ruff format --check .
 echo "== mypy" && mypy
+# import contracts in pyproject.toml [tool.importlinter]: layers, independence, no cycles
+echo "== lint-imports" && lint-imports --no-cache  # (a cache would be one more untracked folder)
+# no block above radon grade C (cyclomatic complexity > 20), every module's average
+# complexity at most B and the whole package's at most A; tests/test_architecture.py
+# adds the maintainability index and module length bars
+echo "== xenon" && xenon --max-absolute C --max-modules B --max-average A server
 echo "== pytest" && pytest -p no:cacheprovider "$@"

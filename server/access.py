@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import admission
 from server.auth import (
     AuthError,
     credentials,
@@ -41,10 +42,10 @@ from server.auth import (
     key_id,
     origin_allowed,
 )
-from server.speech import error_response, param_of
+from server.errors import error_response, param_of
 
 if TYPE_CHECKING:
-    from server.app import AppState
+    from server.appstate import AppState
 
 log = structlog.get_logger("voxwire.access")
 
@@ -156,6 +157,24 @@ def _allow_every_method(
     return [(k, v) for k, v in headers if k.lower() != b"allow"] + [(b"allow", allow)]
 
 
+def _read_headers(scope: Scope) -> tuple[dict[str, str], AuthError | None]:
+    """The request's headers by lower-case name, and a refusal when a header that
+    decides access (``_SINGLE``) comes more than once."""
+    headers: dict[str, str] = {}
+    twice: list[str] = []
+    for k, v in scope.get("headers", []):
+        name = k.decode("latin-1").lower()
+        if name in headers and name in _SINGLE and name not in twice:
+            twice.append(name)
+        headers[name] = v.decode("latin-1")
+    if not twice:
+        return headers, None
+    shown = " and ".join(n.title() for n in twice)
+    return headers, AuthError(
+        400, "duplicate_header", f"the request has more than one {shown} header; send exactly one"
+    )
+
+
 class AccessControl:
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self.app = app
@@ -181,62 +200,72 @@ class AccessControl:
         if kind == "http":
             body = _Body(scope, receive, send, self.body_limit(scope))
             receive, send = body.receive, body.send
-        headers: dict[str, str] = {}
-        twice: list[str] = []
-        for k, v in scope.get("headers", []):
-            name = k.decode("latin-1").lower()
-            if name in headers and name in _SINGLE and name not in twice:
-                twice.append(name)
-            headers[name] = v.decode("latin-1")
-        if twice:
-            shown = " and ".join(n.title() for n in twice)
-            await self._deny(
-                scope,
-                send,
-                AuthError(
-                    400,
-                    "duplicate_header",
-                    f"the request has more than one {shown} header; send exactly one",
-                ),
-            )
+        if await self._refused(scope, receive, send, body):
             return
-        refused = self._origin_refusal(kind, scope["path"], headers)
-        if refused is not None:
-            await self._deny(scope, send, refused)
-            return
-        if body is not None and (too_large := body.declared_too_large()) is not None:
-            await self._too_large(scope, receive, send, too_large)
-            return
-        try:
-            if is_public(scope["path"]) or not await self.state.keys.enabled():
-                kid = None
-            else:
-                kid, via_token = await self._authenticate(headers, scope.get("query_string", b""))
-        except AuthError as exc:
-            await self._deny(scope, send, exc)
-            return
-        except (RedisError, OSError):
-            await self._deny(scope, send, AuthError(503, "state_unavailable", _NO_STORE))
-            return
-        if kid is not None:
-            scope.setdefault("state", {})["key_id"] = kid
-            scope["state"]["via_token"] = via_token
-            if kind == "http":
-                over = await self.state.limits.request(kid)
-                if over is not None:
-                    self.state.metrics.errors.labels("rate_limited").inc()
-                    resp = error_response(
-                        429,
-                        over.message(),
-                        "rate_limit_error",
-                        code=over.limit,
-                        headers={"Retry-After": str(over.retry_after_s)},
-                    )
-                    await resp(scope, receive, send)
-                    return
         if body is None:
             await self.app(scope, receive, send)
-            return
+        else:
+            await self._call_with_body(scope, receive, send, body)
+
+    async def _refused(
+        self, scope: Scope, receive: Receive, send: Send, body: _Body | None
+    ) -> bool:
+        """Checks the request in order (headers, origin, declared size, key, rate) and
+        answers the first refusal; True when it answered and the app must not run."""
+        headers, refused = _read_headers(scope)
+        if refused is None:
+            refused = self._origin_refusal(scope["type"], scope["path"], headers)
+        if refused is not None:
+            await self._deny(scope, send, refused)
+            return True
+        if body is not None and (too_large := body.declared_too_large()) is not None:
+            await self._too_large(scope, receive, send, too_large)
+            return True
+        try:
+            kid, via_token = await self._key_of(scope, headers)
+        except AuthError as exc:
+            await self._deny(scope, send, exc)
+            return True
+        except (RedisError, OSError):
+            await self._deny(scope, send, AuthError(503, "state_unavailable", _NO_STORE))
+            return True
+        if kid is None:
+            return False
+        scope.setdefault("state", {})["key_id"] = kid
+        scope["state"]["via_token"] = via_token
+        return scope["type"] == "http" and await self._rate_limited(scope, receive, send, kid)
+
+    async def _key_of(self, scope: Scope, headers: dict[str, str]) -> tuple[str | None, bool]:
+        """The request's key id (None: public path or no keys configured), and whether
+        it came with a token rather than the key itself."""
+        if is_public(scope["path"]) or not await self.state.keys.enabled():
+            return None, False
+        return await self._authenticate(headers, scope.get("query_string", b""))
+
+    async def _rate_limited(self, scope: Scope, receive: Receive, send: Send, kid: str) -> bool:
+        """Answers 429 (and returns True) when the key is over its request rate (503 when
+        the store that counts it does not answer)."""
+        refused = await admission.request_rate(self.state, kid)
+        if refused is None:
+            return False
+        over = refused.http_status == 429
+        self.state.metrics.errors.labels("rate_limited" if over else refused.code).inc()
+        resp = error_response(
+            refused.http_status,
+            refused.message,
+            "rate_limit_error" if over else "server_error",
+            code=refused.limit or refused.code,
+            headers=None
+            if refused.retry_after_s is None
+            else {"Retry-After": str(refused.retry_after_s)},
+        )
+        await resp(scope, receive, send)
+        return True
+
+    async def _call_with_body(
+        self, scope: Scope, receive: Receive, send: Send, body: _Body
+    ) -> None:
+        """Runs the app on an HTTP request, answering a body found too large as it is read."""
         try:
             await self.app(scope, receive, send)
         except BodyTooLarge as exc:

@@ -7,7 +7,6 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,23 +23,23 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from server import openapi, speech
+from server import openapi, speech, voices_api
 from server.access import AccessControl, mint_token
+from server.appstate import AppState as AppState  # re-exported until every user imports appstate
 from server.auth import AuthError, KeyRing, Tokens, parse_keys
 from server.config import Settings
 from server.engines.base import Engine
+from server.engines.f5.engine import F5Engine
 from server.engines.process import ProcessEngine
 from server.engines.worker import EngineWorker
 from server.limits import LimitConfig, Limits, MemoryLimits, RedisLimits
-from server.metrics import Metrics
-from server.openapi import EnginesResponse
-from server.session import Session
-from server.state.sessions import MemorySessionStore, RedisSessionStore, SessionStore
+from server.responses import EnginesResponse
+from server.state.sessions import MemorySessionStore, RedisSessionStore
 from server.state.tokens import ResumeTokens, shared_secret
 from server.state.voices import MemoryVoiceStore, RedisVoiceStore, VoiceCache, VoiceStore
 from server.streaming.chunker import ChunkPolicy
-from server.voices import api as voices_api
 from server.voices import registry as voice_registry
+from server.ws.native import NativeSession
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -49,30 +48,6 @@ log = structlog.get_logger("voxwire.app")
 
 # The browser demo: plain files, no build step, nothing fetched from the internet.
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-
-
-@dataclass
-class AppState:
-    settings: Settings
-    engines: dict[str, Engine]
-    metrics: Metrics = field(default_factory=Metrics)
-    workers: dict[str, EngineWorker] = field(default_factory=dict)
-    ready: bool = False
-    load_error: str | None = None
-    chunk_policy: ChunkPolicy = field(default_factory=ChunkPolicy)
-    keys: KeyRing = field(default_factory=lambda: KeyRing(()))
-    tokens: Tokens = field(default_factory=lambda: Tokens("", 600.0))
-    limits: Limits = field(default_factory=lambda: MemoryLimits(LimitConfig()))
-    allowed_origins: frozenset[str] = frozenset()
-    redis: Redis | None = None
-    draining: bool = False
-    sessions: set[Session] = field(default_factory=set)
-    # Uploaded voices (issue 4): the shared store, with this node's cache of prepared ones.
-    voices: VoiceStore = field(default_factory=lambda: MemoryVoiceStore(VoiceCache(32)))
-    # Resume (issue 4): session journals, their tokens, and whether the store answers.
-    session_store: SessionStore | None = None
-    resume_tokens: ResumeTokens = field(default_factory=lambda: ResumeTokens(b""))
-    store_ok: bool = True
 
 
 def _split(spec: str) -> frozenset[str]:
@@ -147,7 +122,7 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
 
         engines["replay"] = ReplayEngine(piper)
     if settings.f5_enabled:  # F5-TTS voice cloning (issue 3; the voxwire[f5] extra)
-        from server.engines.f5.engine import F5Engine, F5Options
+        from server.engines.f5.options import F5Options
 
         engines["f5"] = F5Engine(F5Options.from_settings(settings))
     if settings.engine not in engines:
@@ -239,7 +214,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     )
     voice_registry.install(state)
     for engine in state.engines.values():
-        if isinstance(engine, ProcessEngine):
+        if isinstance(engine, ProcessEngine | F5Engine):  # F5: its generation host (issue 11)
             engine.events = state.metrics.engine_event
 
     @contextlib.asynccontextmanager
@@ -285,7 +260,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             for w in state.workers.values():
                 await w.stop()
             for engine in state.engines.values():
-                if isinstance(engine, ProcessEngine):
+                if isinstance(engine, ProcessEngine | F5Engine):
                     await asyncio.to_thread(engine.close)
             if state.redis is not None:
                 await state.redis.aclose()
@@ -320,7 +295,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def stream(ws: WebSocket) -> None:
-        await Session(ws, state).run()
+        await NativeSession(ws, state).run()
 
     async def root(request: Request) -> Response:
         # keep the query: /?token=… must reach the page

@@ -18,7 +18,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -26,8 +26,6 @@ from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-    from server.app import AppState
 
 log = structlog.get_logger("voxwire.auth")
 
@@ -226,7 +224,13 @@ class KeyRing:
         return answer
 
 
-async def key_still_valid(state: AppState, key_id: str) -> bool | None:
+class HasKeys(Protocol):
+    """What ``key_still_valid`` needs of the application state (no web layer here)."""
+
+    keys: KeyRing
+
+
+async def key_still_valid(state: HasKeys, key_id: str) -> bool | None:
     """For a session's watchdog: is the API key (by id) a live session was admitted with
     still valid? True: yes; False: revoked (``voxwire keys revoke``), end the session;
     None: cannot tell now (Redis down or emptied), keep going and ask again later.

@@ -6,12 +6,11 @@ Every limit the server enforces lives here, so each is explicit and configurable
 
 from __future__ import annotations
 
-import argparse
-import os
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Literal
 
 import msgspec
+
+from server.settings_source import SettingsSource
 
 ENV_PREFIX = "VOXWIRE_"
 
@@ -40,9 +39,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     engine_isolation: Annotated[
         Literal["process", "thread"],
         _D(
-            description="`process`: the embedded engine (Piper) runs in supervised child "
-            "processes, so a crash or hang in it kills only that process; `thread`: in "
-            "the server's own process (no isolation; for comparisons and debugging)."
+            description="`process`: the engines run in supervised child processes (Piper "
+            "in a pool, F5 in one generation host), so a crash or hang in one kills only "
+            "that process; `thread`: in the server's own process (no isolation; for "
+            "comparisons and debugging)."
         ),
     ] = "process"
     engine_spare_processes: Annotated[
@@ -319,6 +319,24 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     f5_breaker_cooldown_s: Annotated[
         float, _D(gt=0, description="How long an open F5 breaker waits before one probe.")
     ] = 30.0
+    f5_deadline_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="With `engine_isolation=process`, time an F5 batch may take in the "
+            "generation process: this much, plus `f5_deadline_per_audio_s` (or 4 times "
+            "the measured time, if more) per second of audio in the batch; past it the "
+            "process is killed and restarted, and the batch's sessions fail over.",
+        ),
+    ] = 20.0
+    f5_deadline_per_audio_s: Annotated[
+        float,
+        _D(
+            ge=0,
+            description="F5 batch time allowed per second of audio (reference and "
+            "generated, every item of the batch), at least.",
+        ),
+    ] = 0.25
     ws_ping_interval_s: Annotated[
         float, _D(ge=0, description="WebSocket ping interval (0 disables pings).")
     ] = 20.0
@@ -505,84 +523,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 0
 
 
-def _field_info() -> list[tuple[str, Any, Any, str]]:
-    """(name, type, default, description) for every setting."""
-    hints = get_type_hints(Settings, include_extras=True)
-    defaults = Settings()
-    out = []
-    for name in Settings.__struct_fields__:
-        hint = hints[name]
-        desc = ""
-        base = hint
-        if get_origin(hint) is Annotated:
-            base, *metas = get_args(hint)
-            for m in metas:
-                if isinstance(m, msgspec.Meta) and m.description:
-                    desc = m.description
-        out.append((name, base, getattr(defaults, name), desc))
-    return out
-
-
-def load_settings(
-    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
-) -> Settings:
-    """Defaults, then ``VOXWIRE_*`` from ``env``, then explicit overrides (CLI flags).
-
-    Raises msgspec.ValidationError naming the bad setting.
-    """
-    env = os.environ if env is None else env
-    raw: dict[str, Any] = {}
-    for name in Settings.__struct_fields__:
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            raw[name] = env[key]
-    # Values from the environment are strings: convert them leniently ("4.5", "true").
-    merged = msgspec.to_builtins(Settings())
-    merged.update(msgspec.convert(raw, dict[str, Any]))
-    settings = msgspec.convert(merged, Settings, strict=False)
-    if overrides:
-        merged = msgspec.to_builtins(settings)
-        merged.update({k: v for k, v in overrides.items() if v is not None})
-        settings = msgspec.convert(merged, Settings, strict=False)
-    return settings
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per setting; absent flags leave the env/default value alone."""
-    for name, typ, default, desc in _field_info():
-        flag = "--" + name.replace("_", "-")
-        # argparse formats help with %: a literal % ("packet loss, %") must be doubled
-        text = f"{desc} (default {default})".replace("%", "%%")
-        if typ is bool:
-            parser.add_argument(
-                flag,
-                dest=name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=text,
-            )
-        else:
-            choices: Sequence[Any] | None = get_args(typ) if get_origin(typ) is Literal else None
-            parser.add_argument(
-                flag,
-                dest=name,
-                default=None,
-                choices=choices,
-                help=text,
-            )
-
-
-def settings_table() -> str:
-    lines = [
-        "| flag | environment | default | meaning |",
-        "|---|---|---|---|",
-    ]
-    for name, _typ, default, desc in _field_info():
-        shown = str(default).lower() if isinstance(default, bool) else default
-        lines.append(
-            f"| `--{name.replace('_', '-')}` | `{ENV_PREFIX}{name.upper()}` | `{shown}` | {desc} |"
-        )
-    return "\n".join(lines) + "\n"
+# Reading and documenting the settings is generic (server.settings_source); these names
+# are the module's public interface (cli, tests, benchmarks).
+_SOURCE = SettingsSource(Settings, ENV_PREFIX)
+load_settings = _SOURCE.load
+add_arguments = _SOURCE.add_arguments
+settings_table = _SOURCE.table
 
 
 if __name__ == "__main__":

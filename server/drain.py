@@ -18,7 +18,7 @@ import uvicorn
 if TYPE_CHECKING:
     from types import FrameType
 
-    from server.app import AppState
+    from server.appstate import AppState
 
 log = structlog.get_logger("voxwire.drain")
 

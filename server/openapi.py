@@ -13,7 +13,7 @@ import msgspec
 
 from server import __version__
 from server.access import TokenRequest, TokenResponse
-from server.engines.base import EngineInfo, VoiceInfo
+from server.responses import EnginesResponse, Health
 from server.speech import (
     MAX_INPUT_CHARS,
     ErrorBody,
@@ -23,25 +23,8 @@ from server.speech import (
     SseDone,
 )
 from server.streaming.containers import MEDIA_TYPES
-from server.voices.schema import PreviewRequest, UploadInfo, Voice, VoiceDeleted
-
-
-class EnginesResponse(msgspec.Struct, kw_only=True):
-    default: str
-    engines: list[EngineInfo]
-
-
-class VoicesResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
-    default: str
-    voices: list[VoiceInfo]
-    # present where this node can clone voices (POST /v1/voices); see docs/voices.md
-    upload: UploadInfo | None = None
-
-
-class Health(msgspec.Struct, kw_only=True):
-    status: str
-    error: str | None = None
-
+from server.voices.responses import VoicesResponse
+from server.voices.schema import PreviewRequest, Voice, VoiceDeleted
 
 _TYPES: list[Any] = [
     SpeechRequest,

@@ -1,45 +1,39 @@
 """OpenAI-compatible HTTP speech: ``POST /v1/audio/speech`` and ``GET /v1/models``.
 
-The request goes through the same chunker and engine worker as a WebSocket
-session; the worker's frames (16-bit PCM at the file's rate) are turned into the
-requested file format off the event loop and streamed as each sentence is
-synthesized. A client that disconnects cancels the queued work.
+The request is a conversation on the same core as a WebSocket session
+(server/conversation): the same chunker, engine worker, limits and engine
+fallback. The pipeline's frames are put in the requested file format off the
+event loop and streamed as each sentence is synthesized. A client that
+disconnects cancels the queued work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
-import numpy as np
 import structlog
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from server import admission
+from server import protocol as p
 from server.auth import key_of
-from server.engines.worker import (
-    ChunkDone,
-    EngineFailed,
-    Job,
-    Output,
-    UtteranceDone,
-)
-from server.streaming.chunker import SentenceChunker
-from server.streaming.containers import MEDIA_TYPES, ResponseFormat, file_encoder
-from server.streaming.encoder import PcmS16Encoder
-from server.streaming.pipeline import AudioPipeline
+from server.conversation import setup
+from server.conversation.core import Conversation
+from server.errors import ErrorBody as ErrorBody
+from server.errors import error_response
+from server.errors import param_of as param_of
+from server.streaming.containers import MEDIA_TYPES, FileEncoder, ResponseFormat, file_encoder
 from server.voices.registry import ensure_voice, server_voices
 
 if TYPE_CHECKING:
-    from server.app import AppState
-    from server.engines.worker import EngineWorker
+    from server.appstate import AppState
 
 log = structlog.get_logger("voxwire.speech")
 
@@ -102,19 +96,6 @@ class SpeechRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream_format: Literal["audio", "sse"] = "audio"
 
 
-class ErrorDetail(msgspec.Struct, kw_only=True):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorBody(msgspec.Struct, kw_only=True):
-    """OpenAI's error shape."""
-
-    error: ErrorDetail
-
-
 class Model(msgspec.Struct, kw_only=True):
     id: str
     object: str = "model"
@@ -143,53 +124,6 @@ class SseDone(msgspec.Struct, tag="speech.audio.done", tag_field="type", kw_only
 
 _request_decoder = msgspec.json.Decoder(SpeechRequest)
 _json = msgspec.json.Encoder()
-
-
-def error_response(
-    status: int,
-    message: str,
-    type_: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    body = ErrorBody(error=ErrorDetail(message=message, type=type_, param=param, code=code))
-    return Response(
-        _json.encode(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-def param_of(message: str) -> str | None:
-    marker = "at `$."
-    if marker in message:
-        return message.split(marker, 1)[1].split("`", 1)[0].split(".")[0].split("[")[0]
-    if "required field `" in message:
-        return message.split("required field `", 1)[1].split("`", 1)[0]
-    return None
-
-
-class _Request:
-    """The job owner for one HTTP request (the worker's view of a session)."""
-
-    def __init__(self, worker: EngineWorker, rate: int) -> None:
-        self.session_id = "http-" + uuid.uuid4().hex
-        self.generation = 0
-        self.pipeline_generation = 0
-        self.pipeline = AudioPipeline(worker.engine.sample_rate, PcmS16Encoder(rate, 20))
-        self.items: asyncio.Queue[list[Output]] = asyncio.Queue()
-        self.unsent_frames = 0
-        self.worker = worker
-
-    def can_take_work(self) -> bool:
-        return self.unsent_frames * 0.02 < _MAX_UNSENT_S
-
-    def wants_chunk_pcm(self) -> bool:
-        return False
-
-    def deliver(self, generation: int, items: list[Output]) -> None:
-        if generation == self.generation:
-            self.unsent_frames += sum(1 for i in items if isinstance(i, bytes))
-            self.items.put_nowait(items)
 
 
 def resolve_model(state: AppState, model: str) -> str | None:
@@ -277,116 +211,150 @@ async def admit(
     """The per-key limits of one speech request: (key id, session slot, refusal)."""
     kid = key_of(request.scope)
     slot = "http-" + uuid.uuid4().hex
-    if kid is not None:
-        try:
-            over = await state.limits.chars(kid, chars) or await state.limits.acquire(kid, slot)
-        except (RedisError, OSError):
-            return (
-                kid,
-                slot,
-                error_response(
-                    503,
-                    "the shared state store (Redis) is not reachable; retry shortly",
-                    "server_error",
-                    code="state_unavailable",
-                ),
-            )
-        if over is not None:
-            state.metrics.errors.labels("limit_exceeded").inc()
-            return (
-                kid,
-                slot,
-                error_response(
-                    429,
-                    over.message(),
-                    "rate_limit_error",
-                    code=over.limit,
-                    headers={"Retry-After": str(over.retry_after_s)},
-                ),
-            )
-    return kid, slot, None
+    if kid is None:
+        return kid, slot, None
+    refused = await admission.take_slot(state, kid, slot, chars=chars)
+    if refused is None:
+        return kid, slot, None
+    state.metrics.errors.labels(refused.code).inc()
+    headers = None if refused.retry_after_s is None else {"Retry-After": str(refused.retry_after_s)}
+    kind = "rate_limit_error" if refused.http_status == 429 else "server_error"
+    return (
+        kid,
+        slot,
+        error_response(
+            refused.http_status,
+            refused.message,
+            kind,
+            code=refused.limit or refused.code,
+            headers=headers,
+        ),
+    )
 
 
 def stream_speech(
     state: AppState, engine: str, voice: str, req: SpeechRequest, kid: str | None, slot: str
 ) -> Response:
     """Synthesize ``req.input`` and stream it in ``req.response_format``; releases the
-    key's session ``slot`` when done (also used by the voice preview)."""
-    worker = state.workers[engine]
-    encoder = file_encoder(req.response_format)
-    owner = _Request(worker, encoder.sample_rate)
-    chunker = SentenceChunker(state.chunk_policy)
-    chunks = chunker.push(req.input) + chunker.flush()
-    for i, text in enumerate(chunks):
-        worker.submit(
-            Job(owner, 0, "chunk", text=text, voice=voice, speed=req.speed, first=i == 0, index=i)
-        )
-    worker.submit(Job(owner, 0, "end"))
-    t0 = time.perf_counter()
-    metrics = state.metrics
+    key's session ``slot`` when done (also used by the voice preview).
 
-    completed = False
-
-    async def audio() -> AsyncIterator[bytes]:
-        nonlocal completed
-        first = True
-        done = False
-        try:
-            while True:
-                items = await owner.items.get()
-                frames = [i for i in items if isinstance(i, bytes)]
-                owner.unsent_frames -= len(frames)
-                if frames:
-                    worker.wake()
-                    pcm = np.frombuffer(b"".join(frames), dtype="<i2")
-                    data = await asyncio.to_thread(encoder.push, pcm)
-                    if data:
-                        if first:
-                            metrics.ttfa.labels(engine).observe(time.perf_counter() - t0)
-                            first = False
-                        yield data
-                for item in items:
-                    if isinstance(item, EngineFailed):
-                        # Headers are gone: all we can do is end the body early and say why.
-                        metrics.errors.labels(item.code).inc()
-                        log.error("speech_engine_failed", code=item.code, message=item.message)
-                        return
-                    if isinstance(item, ChunkDone) and item.audio_s > 0:
-                        metrics.rtf.labels(engine).observe(item.engine_s / item.audio_s)
-                if any(isinstance(i, UtteranceDone) for i in items):
-                    tail = await asyncio.to_thread(encoder.finish)
-                    if tail:
-                        yield tail
-                    done = completed = True
-                    return
-        finally:
-            if not done:  # client went away (or engine failed): drop the queued work
-                owner.generation += 1
-                worker.cancel(owner.session_id)
-            if kid is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await state.limits.release(kid, slot)
-            log.info(
-                "speech_end",
-                engine=engine,
-                format=req.response_format,
-                chars=len(req.input),
-                completed=done,
-                duration_s=round(time.perf_counter() - t0, 3),
-            )
-
-    async def sse() -> AsyncIterator[bytes]:
-        async for data in audio():
-            delta = SseDelta(audio=base64.b64encode(data).decode())
-            yield b"data: " + _json.encode(delta) + b"\n\n"
-        if not completed:
-            return
-        n = len(req.input)
-        done = SseDone(usage=Usage(input_tokens=n, output_tokens=0, total_tokens=n))
-        yield b"data: " + _json.encode(done) + b"\n\n"
-
+    The request is a conversation like any WebSocket session's (server/conversation):
+    start, the whole input, end. So it has the same chunker, worker, limits and engine
+    fallback; the pipeline's frames go into the file's container as they come.
+    """
+    file = file_encoder(req.response_format)
+    conv = Conversation(
+        "http-" + uuid.uuid4().hex,
+        state.settings,
+        state.workers,
+        state.metrics,
+        state.chunk_policy,
+    )
+    frames = file.frames
+    out = p.OutputFormat(
+        encoding="opus" if frames.encoding == "opus" else "pcm_s16le",
+        sample_rate=frames.sample_rate,
+        frame_ms=frames.frame_samples * 1000 // frames.sample_rate,
+    )
+    spec = setup.resolve(
+        state.settings, state.workers, engine, voice, None, req.speed, out, encoder=frames
+    )
+    conv.start(spec)
+    conv.text(req.input)
+    conv.end()
+    body = _SpeechBody(state, conv, file, kid, slot, req)
     if req.stream_format == "sse":
         return StreamingResponse(
-            sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            body.sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    return StreamingResponse(audio(), media_type=MEDIA_TYPES[req.response_format])
+    return StreamingResponse(body.audio(), media_type=MEDIA_TYPES[req.response_format])
+
+
+class _SpeechBody:
+    """The response body of one speech request: the conversation's frames, in a file."""
+
+    def __init__(
+        self,
+        state: AppState,
+        conv: Conversation,
+        file: FileEncoder,
+        kid: str | None,
+        slot: str,
+        req: SpeechRequest,
+    ) -> None:
+        self.state = state
+        self.conv = conv
+        self.file = file
+        self.kid = kid
+        self.slot = slot
+        self.req = req
+        self.completed = False
+        self._ready = asyncio.Event()
+        conv.notify = self._ready.set
+        self._t0 = time.perf_counter()
+
+    async def audio(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._file():
+                yield data
+        finally:
+            self.conv.close()  # a client that went away: its queued work goes
+            if self.kid is not None:
+                await admission.release_slot(self.state, self.kid, self.slot)
+            log.info(
+                "speech_end",
+                engine=self.conv.engine_name,
+                format=self.req.response_format,
+                chars=len(self.req.input),
+                completed=self.completed,
+                duration_s=round(time.perf_counter() - self._t0, 3),
+            )
+
+    async def _file(self) -> AsyncIterator[bytes]:
+        conv, file = self.conv, self.file
+        while True:
+            frames, failed = self._take()
+            if frames:
+                data = await asyncio.to_thread(file.push, frames)
+                for f in frames:
+                    conv.sent(len(f))
+                if data:
+                    yield data
+            if failed is not None:
+                # Headers are gone: all we can do is end the body early and say why.
+                log.error("speech_engine_failed", code=failed.code, message=failed.message)
+                return
+            if frames:
+                continue
+            if conv.close_after is not None:
+                assert conv.spec is not None
+                tail = await asyncio.to_thread(file.finish, conv.spec.pipeline.end_trim)
+                if tail:
+                    yield tail
+                self.completed = True
+                return
+            self._ready.clear()
+            await self._ready.wait()
+
+    def _take(self) -> tuple[list[bytes], p.Error | None]:
+        """The frames waiting in the outbox, up to an engine failure (events that are
+        not failures — ready, segments, a fallback notice — are not for HTTP)."""
+        frames: list[bytes] = []
+        while (out := self.conv.pop()) is not None:
+            is_frame, item = out
+            if is_frame:
+                assert isinstance(item, bytes)
+                frames.append(item)
+            elif isinstance(item, p.Error) and item.code != "engine_fallback":
+                return frames, item
+        return frames, None
+
+    async def sse(self) -> AsyncIterator[bytes]:
+        async for data in self.audio():
+            delta = SseDelta(audio=base64.b64encode(data).decode())
+            yield b"data: " + _json.encode(delta) + b"\n\n"
+        if not self.completed:
+            return
+        n = len(self.req.input)
+        done = SseDone(usage=Usage(input_tokens=n, output_tokens=0, total_tokens=n))
+        yield b"data: " + _json.encode(done) + b"\n\n"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from server.app import AppState
+from server.appstate import AppState
 from server.auth import KeyRing, digest, key_id, key_still_valid
 from server.config import Settings
 from tests.support import (

@@ -68,3 +68,9 @@ class Engine(Protocol):
         rely on being drained.
         """
         ...
+
+    def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
+        """How the engine will split ``text`` into separate generations, as spans of it,
+        or None when it makes a chunk in one go. A conversation that journals (resume)
+        submits an engine's pieces as chunks of their own, so each leaves when made."""
+        ...

@@ -63,6 +63,9 @@ class PiperEngine:
             for vid in self._paths
         ]
 
+    def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
+        return None  # one generation per chunk
+
     def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
         from piper import SynthesisConfig
 

@@ -190,6 +190,9 @@ class ProcessEngine:
     def voices(self) -> list[VoiceInfo]:
         return list(self._voices)
 
+    def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
+        return None  # one generation per chunk
+
     def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
         key = _key(voice, text)
         self._check_quarantine(key, text)

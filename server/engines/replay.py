@@ -61,6 +61,9 @@ class ReplayEngine:
             for v in self._source.voices()
         ]
 
+    def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
+        return None  # one generation per chunk
+
     def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
         n = int(len(text) / CHARS_PER_S / speed * self.sample_rate)
         src = self._audio

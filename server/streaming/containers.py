@@ -1,13 +1,14 @@
 """Streaming audio file formats for the HTTP speech API (sans-I/O).
 
-A ``FileEncoder`` takes 16-bit mono PCM as it is produced and returns the bytes
-of the file that are ready, so a response body can be streamed sentence by
-sentence. MP3, AAC (ADTS) and FLAC go through PyAV (FFmpeg's encoders, shipped in
-its wheel); Ogg Opus uses the project's own Opus encoder and Ogg writer; WAV and
-raw PCM are written here. WAV is hand-written because a streamed WAV needs its
-header first, before the length is known (sizes set to the maximum, as other
-streaming TTS servers do), which the standard library's ``wave`` cannot do on a
-socket.
+A ``FileEncoder`` takes the frames a stream's pipeline made with its ``frames``
+encoder (server/streaming/pipeline.py: the one framer, and the one pre-skip rule)
+and returns the bytes of the file that are ready, so a response body can be
+streamed sentence by sentence. MP3, AAC (ADTS) and FLAC go through PyAV
+(FFmpeg's encoders, shipped in its wheel); Ogg Opus puts the pipeline's Opus
+packets in the project's Ogg writer; WAV and raw PCM are written here. WAV is
+hand-written because a streamed WAV needs its header first, before the length
+is known (sizes set to the maximum, as other streaming TTS servers do), which the
+standard library's ``wave`` cannot do on a socket.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import struct
 from typing import ClassVar, Literal, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
-from server.streaming.encoder import OpusEncoder
-from server.streaming.framer import Framer
+from server.streaming.encoder import AudioEncoder, Float32Frames, OpusEncoder, PcmS16Encoder
+from server.streaming.encoder import pre_skip as opus_pre_skip
 from server.streaming.ogg import OggOpusWriter
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -35,22 +35,30 @@ MEDIA_TYPES: dict[str, str] = {
 }
 
 
+_FRAME_MS = 20
+
+
 class FileEncoder(Protocol):
     sample_rate: int
+    frames: AudioEncoder  # what the stream's pipeline encodes its frames with
 
-    def push(self, pcm: npt.NDArray[np.int16]) -> bytes: ...
+    def push(self, frames: list[bytes]) -> bytes: ...
 
-    def finish(self) -> bytes: ...
+    def finish(self, end_trim: int = 0) -> bytes:
+        """The file's end; ``end_trim``: samples of padding after the audio (the
+        pipeline's ``end_trim``), dropped where the format can say so."""
+        ...
 
 
 class RawPcm:
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
+        self.frames: AudioEncoder = PcmS16Encoder(sample_rate, _FRAME_MS)
 
-    def push(self, pcm: npt.NDArray[np.int16]) -> bytes:
-        return pcm.astype("<i2", copy=False).tobytes()
+    def push(self, frames: list[bytes]) -> bytes:
+        return b"".join(frames)
 
-    def finish(self) -> bytes:
+    def finish(self, end_trim: int = 0) -> bytes:
         return b""
 
 
@@ -59,12 +67,12 @@ class StreamingWav(RawPcm):
         super().__init__(sample_rate)
         self._header_sent = False
 
-    def push(self, pcm: npt.NDArray[np.int16]) -> bytes:
+    def push(self, frames: list[bytes]) -> bytes:
         head = b"" if self._header_sent else self._header()
         self._header_sent = True
-        return head + super().push(pcm)
+        return head + super().push(frames)
 
-    def finish(self) -> bytes:
+    def finish(self, end_trim: int = 0) -> bytes:
         return b"" if self._header_sent else self._header()
 
     def _header(self) -> bytes:
@@ -112,6 +120,7 @@ class AvEncoder:
         import av
 
         self.sample_rate = sample_rate
+        self.frames: AudioEncoder = Float32Frames(sample_rate, _FRAME_MS)
         container_fmt, codec = self._CODECS[fmt]
         self._sink = _Sink()
         self._av = av
@@ -123,12 +132,13 @@ class AvEncoder:
             self._stream.bit_rate = bitrate
         self._pts = 0
 
-    def push(self, pcm: npt.NDArray[np.int16]) -> bytes:
-        if len(pcm) == 0:
+    def push(self, frames: list[bytes]) -> bytes:
+        if not frames:
             return b""
-        frame = self._av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
-        )
+        pcm = np.frombuffer(b"".join(frames), dtype=np.float32)
+        # Mono float planar is the pipeline's float32 as is; PyAV converts it to what the
+        # codec takes (FLAC: integers).
+        frame = self._av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="fltp", layout="mono")
         frame.sample_rate = self.sample_rate
         frame.pts = self._pts
         self._pts += len(pcm)
@@ -136,7 +146,7 @@ class AvEncoder:
             self._container.mux(packet)
         return self._sink.take()
 
-    def finish(self) -> bytes:
+    def finish(self, end_trim: int = 0) -> bytes:
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         self._container.close()
@@ -144,39 +154,28 @@ class AvEncoder:
 
 
 class OggOpusFile:
-    """Ogg Opus (what OpenAI calls ``opus``): 48 kHz Opus packets in Ogg pages."""
+    """Ogg Opus (what OpenAI calls ``opus``): the pipeline's Opus packets in Ogg pages."""
 
     def __init__(self, sample_rate: int = 48000, bitrate: int = 32000) -> None:
         self.sample_rate = sample_rate
-        self._enc = OpusEncoder(sample_rate, 20, bitrate)
-        self._framer = Framer(self._enc.frame_samples)
-        self._per_packet_48k = 960
-        pre_skip = self._enc.lookahead * 48000 // sample_rate
-        self._ogg = OggOpusWriter(sample_rate, pre_skip=pre_skip)
+        enc = OpusEncoder(sample_rate, _FRAME_MS, bitrate)
+        self.frames: AudioEncoder = enc
+        self._per_packet_48k = 48 * _FRAME_MS
+        self._ogg = OggOpusWriter(sample_rate, pre_skip=opus_pre_skip(enc))
         self._started = False
-        self._samples = 0
 
-    def push(self, pcm: npt.NDArray[np.int16]) -> bytes:
+    def push(self, frames: list[bytes]) -> bytes:
         out = [b"" if self._started else self._ogg.headers()]
         self._started = True
-        self._samples += len(pcm)
-        frames = self._framer.push(pcm.astype(np.float32) / np.float32(32768.0))
         for f in frames:
-            out.append(self._ogg.packet(self._enc.encode(f), self._per_packet_48k))
+            out.append(self._ogg.packet(f, self._per_packet_48k))
         return b"".join(out)
 
-    def finish(self) -> bytes:
-        out = [b"" if self._started else self._ogg.headers()]
+    def finish(self, end_trim: int = 0) -> bytes:
+        head = b"" if self._started else self._ogg.headers()
         self._started = True
-        pad_before = self._framer.pending
-        tail = self._framer.finish(min_pad=self._enc.lookahead)
-        for f in tail:
-            out.append(self._ogg.packet(self._enc.encode(f), self._per_packet_48k))
-        # Trim the padding so decoders return exactly the audio that was pushed.
-        padded = len(tail) * self._enc.frame_samples - pad_before
-        trim = max(0, padded - self._enc.lookahead) * 48000 // self.sample_rate
-        out.append(self._ogg.finish(trim_48k=trim))
-        return b"".join(out)
+        # The granule of the last page drops the padding: decoders return exactly the audio.
+        return head + self._ogg.finish(trim_48k=end_trim * 48000 // self.sample_rate)
 
 
 def file_encoder(fmt: str, sample_rate: int = 24000) -> FileEncoder:

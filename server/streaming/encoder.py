@@ -107,6 +107,32 @@ class PcmS16Encoder:
         pass  # stateless
 
 
+class Float32Frames:
+    """Frames as float32 bytes, for a consumer that encodes them itself (a file muxer)."""
+
+    lookahead = 0
+
+    def __init__(self, sample_rate: int, frame_ms: int) -> None:
+        self.encoding = "float32"
+        self.sample_rate = sample_rate
+        self.frame_samples = _frame_samples(sample_rate, frame_ms)
+
+    def encode(self, frame: npt.NDArray[np.float32]) -> bytes:
+        _check_frame(frame, self.frame_samples)
+        return frame.astype(np.float32, copy=False).tobytes()
+
+    def reset(self) -> None:
+        pass  # stateless
+
+
+def pre_skip(encoder: AudioEncoder) -> int:
+    """The Ogg/Opus pre-skip of a stream from ``encoder``: its lookahead at 48 kHz
+    (RFC 7845 §4.2); 0 for encodings without one."""
+    if encoder.encoding != "opus":
+        return 0
+    return encoder.lookahead * 48000 // encoder.sample_rate
+
+
 def _build_ulaw_table() -> npt.NDArray[np.uint8]:
     """µ-law code for every int16 value, indexed by the value's uint16 bit pattern.
 

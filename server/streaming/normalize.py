@@ -13,6 +13,7 @@ Both never raise and take microseconds to low milliseconds for a 400-character c
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from typing import Final
@@ -192,39 +193,42 @@ def _collapse_punct(text: str) -> str:
     Also defuses Piper's raw-phoneme syntax: ``[[...]]`` cannot survive ``[[`` -> ``[``.
     """
     out: list[str] = []
-    i, n = 0, len(text)
     cluster = 0  # length of the punctuation cluster written so far
-    while i < n:
-        ch = text[i]
+    for ch, same in itertools.groupby(text):
+        run = sum(1 for _ in same)
         if not _is_punct(ch):
-            out.append(ch)
+            out.append(ch * run)
             cluster = 0
-            i += 1
             continue
-        j = i + 1
-        while j < n and text[j] == ch:
-            j += 1
-        run = j - i
-        if ch == "." and run == 3:
-            piece = "..."  # ordinary text, and espeak reads it as a pause
-        elif run >= 2 and ch in (".", _ELLIPSIS):
-            piece = _ELLIPSIS  # espeak-ng misreads "word.." (espeak-ng issues #1271, #1761)
-        elif (run >= 2 and ch in _PAUSE_RUN_CHARS) or (run >= 3 and ch in _PAUSE_RUN3_CHARS):
-            piece = _PAUSE
-        elif run == 2 and ch not in "[]":
-            piece = ch * 2  # "C++", "!!", "??" stay; "[[" must not: Piper's raw-phoneme syntax
-        else:
-            piece = ch
-        if cluster + len(piece) > _MAX_PUNCT_CLUSTER:
-            piece = _ELLIPSIS if piece == "..." else piece[0]
-            if cluster + 1 > _MAX_PUNCT_CLUSTER:
-                piece = ""
-        if piece and out and len(piece) == 1 and out[-1] == piece:
-            piece = ""  # "..…" or "--—" would otherwise leave two of a kind
+        piece = _fit_cluster(_run_piece(ch, run), cluster, out[-1] if out else "")
         out.append(piece)
         cluster += len(piece)
-        i = j
     return "".join(out)
+
+
+def _run_piece(ch: str, run: int) -> str:
+    """What a run of ``run`` copies of the punctuation/symbol ``ch`` becomes."""
+    if ch == "." and run == 3:
+        return "..."  # ordinary text, and espeak reads it as a pause
+    if run >= 2 and ch in (".", _ELLIPSIS):
+        return _ELLIPSIS  # espeak-ng misreads "word.." (espeak-ng issues #1271, #1761)
+    if (run >= 2 and ch in _PAUSE_RUN_CHARS) or (run >= 3 and ch in _PAUSE_RUN3_CHARS):
+        return _PAUSE
+    if run == 2 and ch not in "[]":
+        return ch * 2  # "C++", "!!", "??" stay; "[[" must not: Piper's raw-phoneme syntax
+    return ch
+
+
+def _fit_cluster(piece: str, cluster: int, last: str) -> str:
+    """``piece`` cut to what is left of the cluster's room (``cluster`` characters written,
+    the last piece written being ``last``)."""
+    if cluster + len(piece) > _MAX_PUNCT_CLUSTER:
+        if cluster + 1 > _MAX_PUNCT_CLUSTER:
+            return ""
+        piece = _ELLIPSIS if piece == "..." else piece[0]
+    if len(piece) == 1 and last == piece:
+        return ""  # "..…" or "--—" would otherwise leave two of a kind
+    return piece
 
 
 def _no_space_script(token: str) -> bool:

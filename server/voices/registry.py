@@ -38,24 +38,22 @@ know every voice this node has ready.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 from redis.exceptions import RedisError
 
-from server.engines.base import EngineError, VoiceInfo, from_pcm16
+from server.engines.base import EngineError, from_pcm16
 from server.state.voices import VoiceEvent, VoiceMeta
+from server.voices.ids import VOICE_ID as VOICE_ID
+from server.voices.ids import is_uploaded_id as is_uploaded_id
+from server.voices.ids import server_voices as server_voices
 
 if TYPE_CHECKING:
-    from server.app import AppState
+    from server.appstate import AppState
     from server.engines.base import Audio, Engine
 
 log = structlog.get_logger("voxwire.voices")
-
-# "v_" + secrets.token_urlsafe(12): the only shape an uploaded voice id has. Anything
-# else never reaches the store.
-VOICE_ID = re.compile(r"v_[A-Za-z0-9_-]{16}")
 
 
 @runtime_checkable
@@ -67,10 +65,6 @@ class CloningEngine(Protocol):
     def prepare_uploaded(
         self, voice_id: str, name: str, language: str, transcript: str, audio: Audio
     ) -> Any: ...
-
-
-def is_uploaded_id(voice_id: str) -> bool:
-    return VOICE_ID.fullmatch(voice_id) is not None
 
 
 def cloning_engines(state: AppState) -> dict[str, CloningEngine]:
@@ -138,12 +132,6 @@ def no_voice(voice_id: str) -> str:
     """The message for a voice that does not exist for the caller: the same whether it
     never existed, was deleted, or belongs to another key."""
     return f"there is no voice {voice_id!r} (deleted, or never existed)"
-
-
-def server_voices(engine: Engine) -> list[VoiceInfo]:
-    """``engine``'s voices without the uploaded ones this node has cached: what may be
-    named to any caller (``engine.voices()`` also lists other keys' uploaded voices)."""
-    return [v for v in engine.voices() if not is_uploaded_id(v.id)]
 
 
 async def ensure_voice(

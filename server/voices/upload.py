@@ -35,9 +35,15 @@ import math
 import struct
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from av.audio.frame import AudioFrame
+    from av.audio.stream import AudioStream
+    from av.container import InputContainer
 
 Audio = npt.NDArray[np.float32]
 
@@ -305,14 +311,31 @@ def sniff(data: bytes) -> str | None:
 def decode(data: bytes, limits: UploadLimits) -> Decoded:
     """Decode ``data`` to mono float32 at 24 kHz. Raises UploadError (415 for a format
     that is not accepted, 422 for audio that does not decode or is too long)."""
-    import av
     import soxr
 
     check_size(len(data), limits)
     if not data:
         raise UploadError(422, "audio_undecodable", "the audio file is empty", "audio")
+    with _open(data) as container:
+        stream, kind, codec, rate = _audio_stream(container, data)
+        reading = _Reading(rate, limits.max_s)
+        _read(container, stream, reading, f"the {kind} ({codec}) audio")
+    reading.check(kind, limits)
+    x = np.concatenate(reading.parts)
+    if not np.all(np.isfinite(x)):
+        raise UploadError(422, "audio_undecodable", "the audio has invalid samples", "audio")
+    if rate != SAMPLE_RATE:
+        x = np.asarray(soxr.resample(x, rate, SAMPLE_RATE, quality="HQ"), dtype=np.float32)
+    return Decoded(audio=x, container=kind.lower(), codec=codec, source_rate=rate)
+
+
+def _open(data: bytes) -> InputContainer:
+    """FFmpeg's demuxer on ``data``; a file it cannot open is a 415, or a 422 where its
+    magic bytes say it is of an accepted kind (then it is damaged)."""
+    import av
+
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        return av.open(io.BytesIO(data), mode="r")
     except av.FFmpegError as exc:
         kind = sniff(data)
         if kind is None:
@@ -330,78 +353,89 @@ def decode(data: bytes, limits: UploadLimits) -> Decoded:
             "it may be truncated or damaged",
             "audio",
         ) from None
-    with container:
-        fmt = container.format.name
-        if fmt not in _ACCEPTED:
-            raise _unsupported(f"a {container.format.long_name or fmt} file")
-        if not container.streams.audio:
-            raise UploadError(
-                422, "audio_undecodable", f"the {_KIND[fmt]} file has no audio stream", "audio"
-            )
-        stream = container.streams.audio[0]
-        if stream.codec_context is None:  # FFmpeg has no decoder for what the file holds
-            raise _no_decoder(_KIND[fmt], data)
-        codec = stream.codec_context.name
-        if not codec.startswith(_ACCEPTED[fmt]):
-            raise _unsupported(f"{codec} audio in the {_KIND[fmt]} container")
-        rate = int(stream.codec_context.sample_rate or stream.sample_rate or 0)
-        if rate <= 0:
-            raise UploadError(
-                422, "audio_undecodable", "the audio stream has no sample rate", "audio"
-            )
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        keep = int(limits.max_s * rate) + rate  # a second past the limit proves it too long
-        # Past the limit, frames are only counted (to name the length), up to ten times it.
-        count = int(limits.max_s * rate) * _COUNT_FACTOR
-        parts: list[Audio] = []
-        kept = total = 0
-        try:
-            for frame in container.decode(stream):
-                total += frame.samples
-                if total > count:
-                    break
-                if kept > keep:
-                    continue
-                for out in resampler.resample(frame):
-                    a = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                    parts.append(a)
-                    kept += len(a)
-            if kept <= keep:
-                for out in resampler.resample(None):
-                    a = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                    parts.append(a)
-                    kept += len(a)
-        except av.FFmpegError as exc:
+
+
+def _audio_stream(container: InputContainer, data: bytes) -> tuple[AudioStream, str, str, int]:
+    """The file's first audio stream, its container's kind ("WAV"...), its codec and its
+    sample rate, once they are all accepted."""
+    fmt = container.format.name
+    if fmt not in _ACCEPTED:
+        raise _unsupported(f"a {container.format.long_name or fmt} file")
+    kind = _KIND[fmt]
+    if not container.streams.audio:
+        raise UploadError(422, "audio_undecodable", f"the {kind} file has no audio stream", "audio")
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:  # FFmpeg has no decoder for what the file holds
+        raise _no_decoder(kind, data)
+    codec = stream.codec_context.name
+    if not codec.startswith(_ACCEPTED[fmt]):
+        raise _unsupported(f"{codec} audio in the {kind} container")
+    rate = int(stream.codec_context.sample_rate or stream.sample_rate or 0)
+    if rate <= 0:
+        raise UploadError(422, "audio_undecodable", "the audio stream has no sample rate", "audio")
+    return stream, kind, codec, rate
+
+
+class _Reading:
+    """The samples of one stream as it is decoded, and how far decoding went: up to a
+    second past the length limit is kept (that proves it too long); past that, frames
+    are only counted (to name the length), up to ten times the limit."""
+
+    def __init__(self, rate: int, max_s: float) -> None:
+        self.rate = rate
+        self.keep = int(max_s * rate) + rate
+        self.count = int(max_s * rate) * _COUNT_FACTOR
+        self.parts: list[Audio] = []
+        self.kept = 0
+        self.total = 0
+
+    def add(self, frames: list[AudioFrame]) -> None:
+        for out in frames:
+            a = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            self.parts.append(a)
+            self.kept += len(a)
+
+    def check(self, kind: str, limits: UploadLimits) -> None:
+        """Refuses audio found too long, or that held no samples."""
+        if self.total > self.count:
             raise UploadError(
                 422,
-                "audio_undecodable",
-                f"the {_KIND[fmt]} ({codec}) audio does not decode: {exc}",
+                "audio_too_long",
+                f"the audio is longer than {self.count / self.rate:g} s; "
+                f"at most {limits.max_s:g} s",
                 "audio",
-            ) from None
-    if total > count:
+            )
+        if self.kept > self.keep:
+            raise UploadError(
+                422,
+                "audio_too_long",
+                f"the audio is {self.total / self.rate:.1f} s long; at most {limits.max_s:g} s",
+                "audio",
+            )
+        if self.kept == 0:
+            raise UploadError(
+                422, "audio_undecodable", f"the {kind} file holds no audio samples", "audio"
+            )
+
+
+def _read(container: InputContainer, stream: AudioStream, reading: _Reading, what: str) -> None:
+    """Decodes ``stream`` into ``reading``, resampled to mono float32 at its own rate."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=reading.rate)
+    try:
+        for frame in container.decode(stream):
+            reading.total += frame.samples
+            if reading.total > reading.count:
+                break
+            if reading.kept <= reading.keep:
+                reading.add(resampler.resample(frame))
+        if reading.kept <= reading.keep:
+            reading.add(resampler.resample(None))
+    except av.FFmpegError as exc:
         raise UploadError(
-            422,
-            "audio_too_long",
-            f"the audio is longer than {count / rate:g} s; at most {limits.max_s:g} s",
-            "audio",
-        )
-    if kept > keep:
-        raise UploadError(
-            422,
-            "audio_too_long",
-            f"the audio is {total / rate:.1f} s long; at most {limits.max_s:g} s",
-            "audio",
-        )
-    if kept == 0:
-        raise UploadError(
-            422, "audio_undecodable", f"the {_KIND[fmt]} file holds no audio samples", "audio"
-        )
-    x = np.concatenate(parts)
-    if not np.all(np.isfinite(x)):
-        raise UploadError(422, "audio_undecodable", "the audio has invalid samples", "audio")
-    if rate != SAMPLE_RATE:
-        x = np.asarray(soxr.resample(x, rate, SAMPLE_RATE, quality="HQ"), dtype=np.float32)
-    return Decoded(audio=x, container=_KIND[fmt].lower(), codec=codec, source_rate=rate)
+            422, "audio_undecodable", f"{what} does not decode: {exc}", "audio"
+        ) from None
 
 
 def window_levels(x: Audio) -> npt.NDArray[np.float64]:

@@ -188,6 +188,9 @@ class FixedSpeech:
     def voices(self) -> list[VoiceInfo]:
         return self._source.voices()
 
+    def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
+        return None
+
     def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
         yield self._audio[: int(len(text) / 15 * self.sample_rate)]
 

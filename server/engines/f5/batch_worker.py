@@ -22,7 +22,8 @@ rules) and reuses its fair queue. What differs is the engine side:
   back to its session as ``EngineFailed`` carrying the unspoken text in ``retry``, so
   the session can go on with its fallback engine. A circuit breaker per model stops
   sending work to a model that keeps failing (its sessions fail over at once) and lets
-  one probe through after a cooldown.
+  one probe through after a cooldown. With ``engine_isolation=process`` the model runs
+  in the generation host (``remote.py``): its crash or hang fails the whole batch, alike.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from server.engines.base import Audio, EngineError
 from server.engines.f5.breaker import CircuitBreaker
-from server.engines.f5.engine import F5Engine, GenRequest
+from server.engines.f5.engine import F5Engine, GenRequest, failure_code
+from server.engines.f5.metrics import F5Metrics
 from server.engines.f5.policy import CrossFader
 from server.engines.worker import (
     ChunkDone,
@@ -89,7 +91,7 @@ class _Active:
         if not self.started:
             return job
         return Job(
-            job.owner,
+            job.stream,
             job.generation,
             "chunk",
             text=" ".join(self.pieces[self.next :]),
@@ -97,29 +99,6 @@ class _Active:
             speed=job.speed,
             first=False,
             index=-1,
-        )
-
-
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry | None) -> None:
-        r = registry or CollectorRegistry()
-        self.batch_size = Histogram(
-            "voxwire_f5_batch_size",
-            "Pieces per F5 forward pass.",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
-            registry=r,
-        )
-        self.pieces = Counter(
-            "voxwire_f5_pieces",
-            "F5 pieces generated, by outcome (ok, failed, discarded after a cancel).",
-            ["outcome"],
-            registry=r,
-        )
-        self.breaker_open = Gauge(
-            "voxwire_f5_breaker_open",
-            "1 while the circuit breaker of an F5 model is open.",
-            ["model"],
-            registry=r,
         )
 
 
@@ -148,7 +127,7 @@ class BatchedEngineWorker(EngineWorker):
         self._device_busy = False
         self._breakers: dict[str, CircuitBreaker] = {}
         self._breaker_args = (breaker_failures, breaker_cooldown_s)
-        self._m = _Metrics(registry)
+        self._m = F5Metrics(registry)
         self.batches: list[int] = []  # sizes of the last batches (bounded; for benchmarks)
 
     # -- loop side --------------------------------------------------------------
@@ -189,7 +168,7 @@ class BatchedEngineWorker(EngineWorker):
         return b
 
     def _key(self, job: Job) -> str | None:
-        act = self._active.get(job.owner.session_id)
+        act = self._active.get(job.stream.session_id)
         if act is not None and act.job is job:
             return act.key
         try:
@@ -209,11 +188,11 @@ class BatchedEngineWorker(EngineWorker):
         return b is not None and not b.would_allow()
 
     def _stale(self, job: Job) -> bool:
-        if job.generation == job.owner.generation:
+        if job.generation == job.stream.generation:
             return False
-        act = self._active.get(job.owner.session_id)
+        act = self._active.get(job.stream.session_id)
         if act is not None and act.job is job:
-            del self._active[job.owner.session_id]
+            del self._active[job.stream.session_id]
         return True
 
     async def _dispatch(self) -> None:
@@ -228,33 +207,7 @@ class BatchedEngineWorker(EngineWorker):
                 await self._wake.wait()
 
     def _dispatch_once(self) -> bool:
-        progressed = False
-        # Markers and work that cannot run need no device: handle them at once.
-        for job in self._queue.pick(
-            self._busy, 1 << 30, lambda j: j.kind != "chunk" or self._blocked(j)
-        ):
-            progressed = True
-            if self._stale(job):
-                continue
-            if job.kind != "chunk":
-                self._spawn(self._post_run(job, partial(self._run_marker, job)), job)
-            else:
-                key = self._key(job)
-                if key is None:
-                    try:
-                        self.f5.model_key(job.voice)
-                        reason = "no model"
-                    except EngineError as exc:
-                        reason = exc.message
-                    self._fail(job, "engine_error", reason)
-                else:
-                    b = self.breaker(key)
-                    self._fail(
-                        job,
-                        "engine_unavailable",
-                        f"f5 model {key!r} is failing ({b.last_error}); not sending it work "
-                        f"for {b.retry_in_s():.0f} s",
-                    )
+        progressed = self._dispatch_deviceless()
         if self._device_busy:
             return progressed
         lead = self._queue.pick(self._busy, 1, lambda j: j.kind == "chunk" and not self._blocked(j))
@@ -267,34 +220,81 @@ class BatchedEngineWorker(EngineWorker):
         assert key is not None  # blocked jobs were taken above
         probe = self.breaker(key).state == "half_open"
         self.breaker(key).allow()  # takes the probe slot when half-open
-        jobs = [job]
         plans: dict[int, list[str] | EngineError] = {}
+        jobs = [job] if probe else self._gather(job, key, plans)
+        acts = self._activate(jobs, key, plans)
+        if not acts:
+            if probe:
+                self.breaker(key).release()
+            return True
+        self._device_busy = True
+        self._spawn(self._run_batch(key, acts))
+        return True
+
+    def _dispatch_deviceless(self) -> bool:
+        """Markers and work that cannot run need no device: handle them at once."""
+        progressed = False
+        for job in self._queue.pick(
+            self._busy, 1 << 30, lambda j: j.kind != "chunk" or self._blocked(j)
+        ):
+            progressed = True
+            if self._stale(job):
+                continue
+            if job.kind != "chunk":
+                self._spawn(self._post_run(job, partial(self._run_marker, job)), job)
+                continue
+            key = self._key(job)
+            if key is None:
+                try:
+                    self.f5.model_key(job.voice)
+                    reason = "no model"
+                except EngineError as exc:
+                    reason = exc.message
+                self._fail(job, "engine_error", reason)
+            else:
+                b = self.breaker(key)
+                self._fail(
+                    job,
+                    "engine_unavailable",
+                    f"f5 model {key!r} is failing ({b.last_error}); not sending it work "
+                    f"for {b.retry_in_s():.0f} s",
+                )
+        return progressed
+
+    def _gather(self, job: Job, key: str, plans: dict[int, list[str] | EngineError]) -> list[Job]:
+        """``job`` and the next pieces of up to ``max_batch`` - 1 other sessions."""
         limit = self.max_batch
-        if not probe and limit > 1:
-            busy = set(self._busy)
-            busy.add(job.owner.session_id)
-            lo = hi = self._frames(job, plans) or 0
+        if limit <= 1:
+            return [job]
+        busy = set(self._busy)
+        busy.add(job.stream.session_id)
+        lo = hi = self._frames(job, plans) or 0
 
-            def fits(j: Job) -> bool:
-                # Same model, and a length close to the others': every item is padded to
-                # the longest, and attention costs the square of the padded length.
-                nonlocal lo, hi
-                if j.kind != "chunk" or self._key(j) != key:
-                    return False
-                n = self._frames(j, plans)
-                if n is None or not lo:
-                    return True  # nothing to generate, or an error: handled below
-                if max(hi, n) > MAX_PAD_RATIO * min(lo, n):
-                    return False
-                lo, hi = min(lo, n), max(hi, n)
-                return True
+        def fits(j: Job) -> bool:
+            # Same model, and a length close to the others': every item is padded to
+            # the longest, and attention costs the square of the padded length.
+            nonlocal lo, hi
+            if j.kind != "chunk" or self._key(j) != key:
+                return False
+            n = self._frames(j, plans)
+            if n is None or not lo:
+                return True  # nothing to generate, or an error: handled below
+            if max(hi, n) > MAX_PAD_RATIO * min(lo, n):
+                return False
+            lo, hi = min(lo, n), max(hi, n)
+            return True
 
-            jobs += self._queue.pick(busy, limit - 1, fits)
+        return [job, *self._queue.pick(busy, limit - 1, fits)]
+
+    def _activate(
+        self, jobs: list[Job], key: str, plans: dict[int, list[str] | EngineError]
+    ) -> list[_Active]:
+        """The chunks of ``jobs`` that go to the device; the others are answered."""
         acts: list[_Active] = []
         for j in jobs:
             if self._stale(j):
                 continue
-            act = self._active.get(j.owner.session_id)
+            act = self._active.get(j.stream.session_id)
             if act is None or act.job is not j:
                 plan = plans.get(id(j))
                 if plan is None:
@@ -308,16 +308,10 @@ class BatchedEngineWorker(EngineWorker):
                     self._spawn(self._post_run(j, partial(list, done)), j)
                     continue
                 act = _Active(j, key, pieces, CrossFader(self.f5.policy), t0=time.perf_counter())
-                self._active[j.owner.session_id] = act
+                self._active[j.stream.session_id] = act
             acts.append(act)
-            self._busy.add(j.owner.session_id)
-        if not acts:
-            if probe:
-                self.breaker(key).release()
-            return True
-        self._device_busy = True
-        self._spawn(self._run_batch(key, acts))
-        return True
+            self._busy.add(j.stream.session_id)
+        return acts
 
     def _plan(self, job: Job) -> list[str] | EngineError:
         try:
@@ -329,7 +323,7 @@ class BatchedEngineWorker(EngineWorker):
 
     def _frames(self, job: Job, plans: dict[int, list[str] | EngineError]) -> int | None:
         """Total frames (reference + output) of ``job``'s next piece; None if it has none."""
-        act = self._active.get(job.owner.session_id)
+        act = self._active.get(job.stream.session_id)
         if act is not None and act.job is job:
             piece = act.pieces[act.next]
         else:
@@ -342,13 +336,13 @@ class BatchedEngineWorker(EngineWorker):
     def _spawn(self, coro: Coroutine[Any, Any, None], job: Job | None = None) -> None:
         """Run ``coro`` as a task; ``job``'s session is busy until it ends."""
         if job is not None:
-            self._busy.add(job.owner.session_id)
+            self._busy.add(job.stream.session_id)
         task = asyncio.create_task(coro)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
     def _fail(self, job: Job, code: str, message: str) -> None:
-        act = self._active.get(job.owner.session_id)
+        act = self._active.get(job.stream.session_id)
         if act is not None and act.job is not job:
             act = None
         self._spawn(self._post_run(job, lambda: self._run_failure(job, act, code, message)), job)
@@ -359,7 +353,7 @@ class BatchedEngineWorker(EngineWorker):
         t0 = time.perf_counter()
         results: list[Audio | Exception]
         try:
-            results = await loop.run_in_executor(self._executor, self._generate, key, reqs)
+            results = await loop.run_in_executor(self._executor, self.f5.generate_each, key, reqs)
         except Exception as exc:  # the executor itself failed (shut down): fail every item
             results = [exc] * len(reqs)
         finally:
@@ -378,7 +372,7 @@ class BatchedEngineWorker(EngineWorker):
         log.debug("f5_batch", model=key, size=len(reqs), seconds=round(dt, 3), failed=len(errors))
         for act, res in zip(acts, results, strict=True):
             job = act.job
-            sid = job.owner.session_id
+            sid = job.stream.session_id
             if self._stale(job):
                 self._busy.discard(sid)
                 self._m.pieces.labels("discarded").inc()
@@ -387,9 +381,7 @@ class BatchedEngineWorker(EngineWorker):
             if isinstance(res, Exception):
                 self._m.pieces.labels("failed").inc()
                 log.warning("f5_piece_failed", session_id=sid, model=key, error=repr(res))
-                code = "engine_error"
-                if "OutOfMemory" in type(res).__name__:
-                    code = "engine_out_of_memory"
+                code = failure_code(res)
                 msg = str(res) or repr(res)
                 self._spawn(
                     self._post_run(job, partial(self._run_failure, job, act, code, msg)), job
@@ -417,7 +409,7 @@ class BatchedEngineWorker(EngineWorker):
         hand its items to the session (after the frames it already sent on the way);
         ``release``: the session was busy until now."""
         loop = asyncio.get_running_loop()
-        sid = job.owner.session_id
+        sid = job.stream.session_id
         me = asyncio.current_task()
         prev = self._post_tail.get(sid)
         if me is not None:
@@ -441,33 +433,13 @@ class BatchedEngineWorker(EngineWorker):
         if act is not None and act.job is job and any(isinstance(i, EngineFailed) for i in items):
             del self._active[sid]
         if items:
-            job.owner.deliver(job.generation, items)
-
-    # -- device thread ----------------------------------------------------------
-
-    def _generate(self, key: str, reqs: list[GenRequest]) -> list[Audio | Exception]:
-        try:
-            return list(self.f5.generate(key, reqs))
-        except Exception as exc:
-            if "OutOfMemory" in type(exc).__name__:
-                self.f5.release_memory()  # give the cached blocks back before retrying
-            if len(reqs) == 1:
-                return [exc]
-            log.warning("f5_batch_failed", model=key, size=len(reqs), error=repr(exc))
-        # Item by item: one bad item (or a batch too big for memory) fails alone.
-        out: list[Audio | Exception] = []
-        for r in reqs:
-            try:
-                out.append(self.f5.generate(key, [r])[0])
-            except Exception as exc:
-                out.append(exc)
-        return out
+            job.stream.deliver(job.generation, items)
 
     # -- encode thread ----------------------------------------------------------
 
     @staticmethod
     def _own_pipeline(job: Job) -> None:
-        owner = job.owner
+        owner = job.stream
         if owner.pipeline_generation != job.generation:
             # First job after a barge-in: start from clean resampler/encoder state.
             owner.pipeline.reset()
@@ -475,7 +447,7 @@ class BatchedEngineWorker(EngineWorker):
 
     def _run_marker(self, job: Job) -> list[Output]:
         self._own_pipeline(job)
-        tail: list[Output] = list(job.owner.pipeline.finish())
+        tail: list[Output] = list(job.stream.pipeline.finish())
         tail.append(UtteranceDone(job.kind))
         return tail
 
@@ -489,7 +461,7 @@ class BatchedEngineWorker(EngineWorker):
     ) -> list[Output]:
         """Cross-fade and encode one piece; ``first``/``last``: of its chunk."""
         job = act.job
-        owner = job.owner
+        owner = job.stream
         if owner.generation != job.generation:
             return []  # cancelled: its pipeline belongs to the next generation now
         self._own_pipeline(job)
@@ -529,14 +501,14 @@ class BatchedEngineWorker(EngineWorker):
         return pending
 
     def _run_failure(self, job: Job, act: _Active | None, code: str, message: str) -> list[Output]:
-        if job.owner.generation != job.generation:
+        if job.stream.generation != job.generation:
             return []  # cancelled meanwhile: nothing to hand on
         self._own_pipeline(job)
         items: list[Output] = []
         retry = job
         if act is not None and act.started:
             # Part of the chunk was spoken: close it cleanly, account for it, hand on the rest.
-            pipe = job.owner.pipeline
+            pipe = job.stream.pipeline
             items.extend(pipe.push(act.fader.end()))
             items.extend(pipe.end_chunk())
             spoken = " ".join(act.pieces[: act.next])

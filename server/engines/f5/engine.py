@@ -6,6 +6,10 @@ device thread with up to ``max_batch`` pieces from different sessions, which run
 padded batch with per-item durations through ``CFM.sample``. ``synthesize`` (the plain
 Engine interface, used for the warm-up) runs the same path one piece at a time.
 
+The model itself (``device.py``) runs in this process with ``engine_isolation=thread``
+and in a supervised child process, the generation host, with ``process`` (``remote.py``
+here, ``host.py`` there); the planning and the voices stay here either way.
+
 torch and f5-tts are imported only inside methods, so importing this module (and the
 core server) needs neither.
 """
@@ -16,24 +20,24 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import msgspec
-import numpy as np
 import structlog
 
 from server.engines.base import Audio, EngineError, EngineInfo, VoiceInfo
-from server.engines.f5.checkpoints import ModelSpec, load_cfm, load_vocos
+from server.engines.f5.checkpoints import ModelSpec
+from server.engines.f5.device import F5Device, Row
+from server.engines.f5.options import F5Options
 from server.engines.f5.policy import (
+    HOP,
     SAMPLE_RATE,
     CrossFader,
-    StreamPolicy,
     duration_frames,
     nbytes,
     split_pieces,
-    trim_trailing_silence,
 )
 from server.engines.f5.registry import ModelRegistry, read_registry
+from server.engines.f5.remote import EventHook, GenerationHost, HostLost
 from server.engines.f5.voices import (
     F5Voice,
     VoiceError,
@@ -42,59 +46,21 @@ from server.engines.f5.voices import (
     scan_voices_dir,
 )
 
-if TYPE_CHECKING:
-    from server.config import Settings
-    from server.state.voices import VoiceCache
-
 log = structlog.get_logger("voxwire.f5")
 
 
-class F5Options(msgspec.Struct, frozen=True, kw_only=True):
-    checkpoint: str
-    config: str = "F5TTS_v1_Base"
-    vocab: str = ""
-    languages: tuple[str, ...] = ("en", "zh")
-    registry: str = ""
-    max_resident: int = 2
-    vocos: str = "hf://charactr/vocos-mel-24khz"
-    offline: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    cpu_threads: int = 0
-    nfe_steps: int = 16
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    seed: int = -1
-    batch_mask: bool = True
-    voices_dir: str = ""
-    policy: StreamPolicy = StreamPolicy()
+class PreparedVoices(Protocol):
+    """Where uploaded voices come ready (the node's voice cache, server/state/voices.py)."""
 
-    @classmethod
-    def from_settings(cls, s: Settings) -> F5Options:
-        return cls(
-            checkpoint=s.f5_checkpoint,
-            config=s.f5_model_config,
-            vocab=s.f5_vocab,
-            languages=tuple(x.strip().lower() for x in s.f5_languages.split(",") if x.strip()),
-            registry=s.f5_registry,
-            max_resident=s.f5_max_resident,
-            vocos=s.f5_vocos,
-            offline=s.f5_offline,
-            device=s.f5_device,
-            dtype=s.f5_dtype,
-            cpu_threads=s.f5_cpu_threads,
-            nfe_steps=s.f5_nfe_steps,
-            cfg_strength=s.f5_cfg_strength,
-            seed=s.f5_seed,
-            batch_mask=s.f5_batch_mask,
-            voices_dir=s.f5_voices_dir,
-        )
+    def get(self, voice_id: str) -> PreparedVoice | None: ...
+
+    def values(self) -> list[PreparedVoice]: ...
 
 
 @dataclass(slots=True, frozen=True)
 class PreparedVoice:
     """An uploaded voice ready to speak: the prepared reference and its mel (frames,
-    mels) on the engine's device, computed once."""
+    mels) on the engine's device, computed once (None: it lives in the generation host)."""
 
     voice: F5Voice
     mel: Any
@@ -116,103 +82,90 @@ class F5Engine:
     def __init__(self, opts: F5Options) -> None:
         self.opts = opts
         self.policy = opts.policy
-        default = ModelSpec(
-            key="default",
-            checkpoint=opts.checkpoint,
-            config=opts.config,
-            vocab=opts.vocab,
-            languages=opts.languages,
-        )
-        extra = read_registry(Path(opts.registry).expanduser()) if opts.registry else []
-        self.registry: ModelRegistry[Any] = ModelRegistry(
-            [default, *extra], self._load_model, self._unload_model, opts.max_resident
-        )
+        specs = model_specs(opts)
+        # engine_isolation=thread: the model in this process; process: in the
+        # generation host (remote.py), started by load().
+        self._dev: F5Device | None = None
+        self._host: GenerationHost | None = None
+        self._specs = specs
+        if opts.host.isolation == "process":
+            self.registry: ModelRegistry[Any] = ModelRegistry(
+                specs, _not_here, _not_here, opts.max_resident
+            )
+        else:
+            self._dev = F5Device(opts, specs)
+            self.registry = self._dev.registry
         self._voices: dict[str, F5Voice] = {}
         self._mels: dict[str, Any] = {}  # voice id -> reference mel (frames, 100) on the device
-        self._mel_spec: Any = None
         # Uploaded voices (issue 4), installed by the app: a bounded LRU that the voices
         # registry fills from the shared store and that delete notices evict.
-        self.uploaded: VoiceCache[PreparedVoice] | None = None
-        self._vocos: Any = None
+        self.uploaded: PreparedVoices | None = None
         self._default_voice = ""
         self._loaded = False
         self._lock = threading.Lock()  # load() vs a concurrent first generate()
-        self.device = "cpu"
-        self.dtype: Any = None
-        self.device_name = "cpu"
+        # Restarts of the generation host, for the metrics (the app installs it).
+        self.events: EventHook = lambda _k, _e, _r: None
+
+    @property
+    def device(self) -> str:
+        if self._host is not None:
+            return self._host.device
+        return self._dev.device if self._dev is not None else "cpu"
+
+    @property
+    def device_name(self) -> str:
+        if self._host is not None:
+            return self._host.device_name
+        return self._dev.device_name if self._dev is not None else "cpu"
+
+    @property
+    def host_pid(self) -> int:
+        """The generation host's process id (0: none is up, or F5 runs in this process)."""
+        return self._host.pid if self._host is not None else 0
 
     # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
-        import torch
-
         with self._lock:
             if self._loaded:
                 return
-            opts = self.opts
-            device = opts.device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.device = device
-            cuda = device.startswith("cuda")
-            dtypes = {
-                "float32": torch.float32,
-                "float16": torch.float16,
-                "bfloat16": torch.bfloat16,
-            }
-            if opts.dtype == "auto":
-                self.dtype = torch.float16 if cuda else torch.float32
-            else:
-                self.dtype = dtypes[opts.dtype]
-            self.device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
-            if not cuda and opts.cpu_threads:
-                # On a shared CPU, torch's default (a thread per core) can be far slower.
-                torch.set_num_threads(opts.cpu_threads)
+            if self._dev is not None:
+                self._dev.setup()
             self._prepare_voices()  # a bad voice is a configuration error: start-up fails
             self._loaded = True
+            if self._dev is None:
+                self._start_host()
+                return
             try:
                 # The default model now (the app warms it up); others when first used.
-                self._vocoder()
-                self.registry.get(self.model_key(self._default_voice))
+                self._dev.preload(self.model_key(self._default_voice))
             except Exception as exc:
                 # A missing or broken checkpoint must not keep the server down: generations
                 # retry the load, fail, and the worker's breaker sends sessions elsewhere.
                 log.error("f5_model_load_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def _vocoder(self) -> Any:
-        if self._vocos is None:
-            self._vocos = load_vocos(self.opts.vocos, device=self.device, offline=self.opts.offline)
-        return self._vocos
+    def _start_host(self) -> None:
+        key = self.model_key(self._default_voice)
+        self._host = GenerationHost(self.opts, self._specs, key, lambda *a: self.events(*a))
+        self._host.start()
+        # The host logs a model that does not load; one that does not start at all must
+        # not keep the server down either: its supervisor goes on trying.
+        if not self._host.wait_ready(self.opts.host.start_timeout_s + 5):
+            why = self._host.start_error or "no answer within engine_start_timeout_s"
+            log.error("f5_host_not_ready", error=why)
 
-    def _load_model(self, spec: ModelSpec) -> Any:
-        return load_cfm(
-            spec,
-            device=self.device,
-            dtype=self.dtype,
-            offline=self.opts.offline,
-            batch_mask=self.opts.batch_mask,
-        )
-
-    def _unload_model(self, model: Any) -> None:
-        import torch
-
-        del model
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+    def close(self) -> None:
+        """Stop the generation host (with engine_isolation=process)."""
+        if self._host is not None:
+            self._host.close()
 
     def release_memory(self) -> None:
-        """Return the CUDA caching allocator's free blocks (after an out-of-memory)."""
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        """Return the CUDA caching allocator's free blocks (after an out-of-memory; the
+        generation host does that itself)."""
+        if self._dev is not None:
+            self._dev.release_memory()
 
     def _prepare_voices(self) -> None:
-        import torch
-        from f5_tts.model.modules import MelSpec
-
-        from server.engines.f5.checkpoints import MEL
-
         langs = set(self.registry.languages)
         voices = [v for v in builtin_voices() if v.language in langs]
         if self.opts.voices_dir:
@@ -227,14 +180,11 @@ class F5Engine:
                 )
         if not voices:
             raise VoiceError("no F5 voice: add <id>.wav + <id>.txt files to f5_voices_dir")
-        mel_spec = self._mel_spec = MelSpec(**MEL).to(self.device)
         for v in voices:
             if v.id in self._voices:
                 raise VoiceError(f"two F5 voices are named {v.id!r}")
-            wave = torch.from_numpy(v.audio).to(self.device)[None]
-            with torch.inference_mode():
-                # (1, mels, frames) -> (frames, mels), kept on the device for every generation
-                self._mels[v.id] = mel_spec(wave)[0].transpose(0, 1).contiguous()
+            if self._dev is not None:  # (the generation host computes its own)
+                self._mels[v.id] = self._dev.mel(v.audio)
             self._voices[v.id] = v
             if v.clipped_from_s is not None:
                 log.info(
@@ -277,11 +227,10 @@ class F5Engine:
         self, voice_id: str, name: str, language: str, transcript: str, audio: Audio
     ) -> PreparedVoice:
         """An uploaded reference (mono float32 at 24 kHz) made ready to speak: F5's
-        preparation, then its mel on the device. Blocks (run it on a thread); raises
-        VoiceError when the reference cannot be used, EngineError before ``load``."""
-        import torch
-
-        if not self._loaded or self._mel_spec is None:
+        preparation, then its mel on the device (in the generation host: when a batch
+        first uses it). Blocks (run it on a thread); raises VoiceError when the reference
+        cannot be used, EngineError before ``load``."""
+        if not self._loaded:
             raise EngineError("not_ready", "the f5 engine is not loaded yet")
         if language not in self.registry.languages:
             raise VoiceError(
@@ -298,15 +247,12 @@ class F5Engine:
             clipped_from_s=clipped,
             name=name,
         )
-        wave = torch.from_numpy(ref).to(self.device)[None]
-        with torch.inference_mode():
-            mel = self._mel_spec(wave)[0].transpose(0, 1).contiguous()
-        return PreparedVoice(voice, mel)
+        return PreparedVoice(voice, self._dev.mel(ref) if self._dev is not None else None)
 
     def _prepared(self, voice: str) -> tuple[F5Voice, Any]:
         v = self._voices.get(voice)
         if v is not None:
-            return v, self._mels[voice]
+            return v, self._mels.get(voice)  # (none here with the generation host)
         p = self.uploaded.get(voice) if self.uploaded is not None else None
         if p is None:
             raise EngineError("unknown_voice", f"f5 has no voice {voice!r}")
@@ -345,51 +291,79 @@ class F5Engine:
         out = []
         for r in reqs:
             v, mel = self._prepared(r.voice)
-            ref_frames = int(mel.shape[0])
-            out.append(
-                duration_frames(ref_frames, v.text_bytes, nbytes(r.text), r.speed, self.policy)
-            )
+            out.append(self._frames(v, mel, r))
         return out
+
+    def _frames(self, v: F5Voice, mel: Any, r: GenRequest) -> int:
+        # Without the mel here (it is in the generation host), its length: the mel's
+        # STFT is centred, so it has a frame per hop plus one.
+        ref_frames = int(mel.shape[0]) if mel is not None else len(v.audio) // HOP + 1
+        return duration_frames(ref_frames, v.text_bytes, nbytes(r.text), r.speed, self.policy)
 
     def generate(self, key: str, reqs: list[GenRequest]) -> list[Audio]:
         """One padded batch through the model of ``key``: a waveform per request, its
-        trailing silence trimmed. Blocks; runs on the device thread. Raises on failure."""
-        import torch
-        from f5_tts.model.utils import convert_char_to_pinyin
-        from torch.nn.utils.rnn import pad_sequence
-
-        vocos = self._vocoder()
-        model = self.registry.get(key)
+        trailing silence trimmed. Blocks; runs on the device thread. Raises on failure
+        (HostLost when the generation host died or hung: the whole batch failed)."""
         # One look-up per request: an uploaded voice evicted meanwhile stays usable here.
         prepared = [self._prepared(r.voice) for r in reqs]
-        voices = [v for v, _ in prepared]
-        mels = [m for _, m in prepared]
-        lens = [int(m.shape[0]) for m in mels]
-        durs = [
-            duration_frames(n, v.text_bytes, nbytes(r.text), r.speed, self.policy)
-            for n, v, r in zip(lens, voices, reqs, strict=True)
-        ]
-        # Input text is the reference transcript followed by the new text, as F5 was trained.
-        texts = convert_char_to_pinyin([v.text + r.text for v, r in zip(voices, reqs, strict=True)])
-        dev = self.device
-        with torch.inference_mode():
-            mel, _ = model.sample(
-                cond=pad_sequence(mels, batch_first=True),
-                text=texts,
-                duration=torch.tensor(durs, device=dev, dtype=torch.long),
-                lens=torch.tensor(lens, device=dev, dtype=torch.long),
-                steps=self.opts.nfe_steps,
-                cfg_strength=self.opts.cfg_strength,
-                sway_sampling_coef=self.opts.sway_sampling_coef,
-                seed=self.opts.seed if self.opts.seed >= 0 else None,
-            )
-            mel = mel.float()
-            out: list[Audio] = []
-            for i, v in enumerate(voices):
-                # Each item is vocoded alone: Vocos' convolutions would see a padded
-                # neighbour's frames at the item's end.
-                gen = mel[i, lens[i] : durs[i]].transpose(0, 1)[None]
-                wave = vocos.decode(gen)[0].cpu().numpy().astype(np.float32)
-                wave = np.clip(wave * v.gain, -1.0, 1.0)
-                out.append(trim_trailing_silence(wave, self.policy))
+        if self._host is not None:
+            frames = sum(self._frames(v, m, r) for (v, m), r in zip(prepared, reqs, strict=True))
+            rows = [(v, r.text, r.speed) for (v, _), r in zip(prepared, reqs, strict=True)]
+            return self._host.generate(key, rows, frames * HOP / SAMPLE_RATE)
+        if self._dev is None:
+            raise EngineError("not_ready", "the f5 engine is not loaded yet")
+        return self._dev.generate(
+            key, [Row(v, m, r.text, r.speed) for (v, m), r in zip(prepared, reqs, strict=True)]
+        )
+
+    def generate_each(self, key: str, reqs: list[GenRequest]) -> list[Audio | Exception]:
+        """``generate``, with a failed batch retried item by item, so one bad item (or
+        a batch too big for memory) fails alone. Never raises."""
+        try:
+            return list(self.generate(key, reqs))
+        except HostLost as exc:
+            # The host died or hung: the same items again would mostly restart it again.
+            return [exc] * len(reqs)
+        except Exception as exc:
+            if _out_of_memory(exc):
+                self.release_memory()  # give the cached blocks back before retrying
+            if len(reqs) == 1:
+                return [exc]
+            log.warning("f5_batch_failed", model=key, size=len(reqs), error=repr(exc))
+        out: list[Audio | Exception] = []
+        for r in reqs:
+            try:
+                out.append(self.generate(key, [r])[0])
+            except Exception as exc:
+                out.append(exc)
         return out
+
+
+def model_specs(opts: F5Options) -> list[ModelSpec]:
+    """The default model, then those of the registry file."""
+    default = ModelSpec(
+        key="default",
+        checkpoint=opts.checkpoint,
+        config=opts.config,
+        vocab=opts.vocab,
+        languages=opts.languages,
+    )
+    extra = read_registry(Path(opts.registry).expanduser()) if opts.registry else []
+    return [default, *extra]
+
+
+def _not_here(_arg: Any) -> Any:
+    raise RuntimeError("the F5 models live in the generation host, not in this process")
+
+
+def failure_code(exc: Exception) -> str:
+    """The error code a session is told for a failed piece."""
+    if isinstance(exc, HostLost):  # engine_crashed, engine_timeout, engine_unavailable
+        return exc.code
+    if isinstance(exc, EngineError) and exc.code == "engine_out_of_memory":  # from the host
+        return exc.code
+    return "engine_out_of_memory" if "OutOfMemory" in type(exc).__name__ else "engine_error"
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    return failure_code(exc) == "engine_out_of_memory"

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from server.engines.base import Audio
-from server.engines.f5.engine import F5Engine, F5Options
+from server.engines.f5.engine import F5Engine
+from server.engines.f5.options import F5Options
 from server.engines.piper import DEFAULT_VOICE, PiperEngine
 from tests.support import ServerProcess
 from tests.support import _env_value as env_value
@@ -134,10 +135,11 @@ def f5_server(f5_files: F5Files) -> Iterator[ServerProcess]:
 
 
 def make_engine(files: F5Files, **overrides: object) -> F5Engine:
-    """The engine on the tiny model, as the server builds it from those settings."""
+    """The engine on the tiny model, as the server builds it from those settings; in this
+    process unless ``engine_isolation="process"`` is given (test_host.py)."""
     from server.config import load_settings
 
-    settings = {**files.settings(), **overrides}
+    settings = {**files.settings(), "engine_isolation": "thread", **overrides}
     env = {f"VOXWIRE_{k.upper()}": env_value(v) for k, v in settings.items()}
     engine = F5Engine(F5Options.from_settings(load_settings(env)))
     engine.load()

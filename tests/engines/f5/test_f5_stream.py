@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import shutil
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -231,6 +233,22 @@ async def test_engines_and_voices_are_listed(f5_server: ServerProcess) -> None:
     assert voices[("f5", "f5_basic_en")]["builtin"] is True
 
 
+def _speech_as_16k(http: str, **body: str) -> np.ndarray:
+    """POST /v1/audio/speech for a WAV, decoded by ffmpeg to 16 kHz mono."""
+    body = {"voice": "alloy", "response_format": "wav", **body}
+    req = urllib.request.Request(
+        http + "/v1/audio/speech", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.status == 200
+        wav = r.read()
+    args = ["-f", "s16le", "-ac", "1", "-ar", "16000", "-"]
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", *args], input=wav, capture_output=True, check=True
+    ).stdout
+    return np.frombuffer(pcm, "<i2").astype(np.float32) / np.float32(32768)
+
+
 async def test_offline_without_the_checkpoint_the_server_runs_and_f5_fails_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -247,5 +265,11 @@ async def test_offline_without_the_checkpoint_the_server_runs_and_f5_fails_over(
         assert err["code"] == "engine_fallback"
         assert "not in the local hub cache and f5_offline is set" in err["message"]
         assert rec.frames and rec.close_code == 1000
+        # The HTTP route runs on the same conversation core: F5's failure there goes on,
+        # on Piper, and the 200 response carries all of the text (it used to end short).
+        text = "The speech route falls back to the other engine as well."
+        audio = await asyncio.to_thread(_speech_as_16k, srv.http, model="f5", input=text)
+        assert len(audio) / 16000 > 2.0
+        assert word_recall(text, transcribe(audio, 16000)) >= 0.6
     finally:
         srv.stop()

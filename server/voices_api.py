@@ -25,15 +25,16 @@ from starlette.types import Message
 
 from server.auth import key_of
 from server.engines.base import EngineError, VoiceInfo, to_pcm16
-from server.openapi import VoicesResponse
-from server.speech import SpeechRequest, admit, error_response, stream_speech
+from server.errors import error_response
+from server.speech import SpeechRequest, admit, stream_speech
 from server.state.voices import VoiceMeta, VoiceStoreFull, now
 from server.voices import registry, upload
 from server.voices.registry import ensure_voice as ensure_voice
+from server.voices.responses import VoicesResponse
 from server.voices.schema import PreviewRequest, UploadInfo, Voice, VoiceDeleted
 
 if TYPE_CHECKING:
-    from server.app import AppState
+    from server.appstate import AppState
     from server.config import Settings
 
 log = structlog.get_logger("voxwire.voices")

@@ -1,0 +1,1 @@
+"""The conversation core (sans-I/O) and what it needs: lifecycle, set-up, ports, liveness."""

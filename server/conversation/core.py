@@ -1,0 +1,547 @@
+"""The conversation core: one stream of speech, whatever wire protocol carries it.
+
+Sans-I/O. It takes the client's intents (``start``, ``text``, ``flush``, ``cancel``,
+``end``, ``ack``, ``restore`` for a resume) and the engine worker's output
+(``on_output``), and answers with what to do: jobs for the worker, frames and events
+in the outbox (``pop``), records for the sink (resume journaling), and when to
+close (``close_after``, or the ``Fatal`` that ``fail`` returns). It never awaits
+and never touches a socket or the store; an adapter (server/ws/native.py,
+server/speech.py) does the I/O around it.
+
+Ordering questions (is this frame older than that cancel?) are answered by the
+generation number alone: every barge-in and close moves it on, and output of an
+older generation is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from server import protocol as p
+from server.config import Settings
+from server.conversation import setup
+from server.conversation.phase import Phase, check, started, takes_text
+from server.conversation.ports import NullSink, Sink, Worker
+from server.conversation.setup import StreamSpec
+from server.conversation.types import (
+    CLOSE_NORMAL,
+    CLOSE_SERVICE_RESTART,
+    DRAIN_MESSAGE,
+    Fatal,
+    Outgoing,
+    Restore,
+)
+from server.engines.base import EngineError
+from server.engines.jobs import (
+    ChunkDone,
+    EngineFailed,
+    Job,
+    Output,
+    SegmentStart,
+    Stream,
+    UtteranceDone,
+)
+from server.metrics import Metrics
+from server.streaming.chunker import ChunkPolicy, SentenceChunker
+from server.streaming.outbox import Outbox
+
+log = structlog.get_logger("voxwire.conversation")
+
+
+class Conversation:
+    def __init__(
+        self,
+        session_id: str,
+        settings: Settings,
+        workers: Mapping[str, Worker],
+        metrics: Metrics,
+        chunk_policy: ChunkPolicy | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.id = session_id
+        self.settings = settings
+        self.workers = workers
+        self.metrics = metrics
+        self.clock = clock
+        self.log = log.bind(session_id=session_id)
+        self.phase = Phase.AWAITING_START
+        self.spec: StreamSpec | None = None
+        self.stream: Stream | None = None
+        self.sink: Sink = NullSink()
+        self.chunker = SentenceChunker(chunk_policy or ChunkPolicy())
+        self.outbox = Outbox(0.02)
+        self.notify: Callable[[], None] = lambda: None  # the outbox got something
+        self.generation = 0
+        self.resumed = False
+        self.draining = False
+        self.drain_when_idle = False  # close once the running utterance is done
+        self.close_after: tuple[int, str] | None = None  # once the outbox is empty
+        self.fatal: Fatal | None = None
+        # counters
+        self.frames_sent = 0  # frames are numbered by the order they are sent
+        self.segments = 0
+        self.pending_chars = 0  # text submitted to the engine and not finished
+        self.markers_pending = 0  # flush/end jobs submitted and not yet done
+        self.chars_in = 0
+        self.marks_in = 0
+        self.audio_s_sent = 0.0
+        self.bytes_sent = 0
+        self.peak_unsent_s = 0.0
+        self.socket_unsent_s = 0.0  # audio the client's TCP has not taken (adapter samples)
+        # time to first audio: utterance start -> its first frame sent
+        self.utterance_t0: float | None = None
+        self._first_chunk_t0: dict[int, float] = {}  # segment index -> utterance_t0
+        self._ttfa_t0: float | None = None
+        self.ttfa: list[float] = []
+
+    # ------------------------------------------------------------------ state
+
+    def _go(self, phase: Phase) -> None:
+        self.phase = check(self.phase, phase)
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    @property
+    def ending(self) -> bool:
+        """No more text: 'end' was taken, or the node drains."""
+        return self.phase in (Phase.ENDING, Phase.CLOSING)
+
+    def live(self, generation: int) -> bool:
+        return generation == self.generation and not self.closed
+
+    @property
+    def engine_name(self) -> str:
+        return self.spec.engine if self.spec is not None else ""
+
+    def idle(self) -> bool:
+        return (
+            self.chunker.buffered_chars == 0
+            and self.pending_chars == 0
+            and self.markers_pending == 0
+        )
+
+    def busy(self) -> bool:
+        """Work in hand: audio to send, text at the engine, a flush/end still to run."""
+        return len(self.outbox) > 0 or self.pending_chars > 0 or self.markers_pending > 0
+
+    @property
+    def unsent_s(self) -> float:
+        """Audio made for the client and not taken by it: the outbox, plus what sits in
+        this side's socket buffers (sampled by the adapter)."""
+        return self.outbox.audio_s + self.socket_unsent_s
+
+    def can_take_work(self) -> bool:
+        return self.unsent_s < self.settings.max_unsent_audio_s
+
+    def rename(self, session_id: str) -> None:
+        """A resume continues another session: it goes on under that one's id."""
+        if started(self.phase):
+            raise p.ProtocolError("already_started", "this session has already started")
+        self.id = session_id
+        self.log = log.bind(session_id=session_id)
+
+    def use_sink(self, sink: Sink) -> None:
+        self.sink = sink
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, spec: StreamSpec, resume_token: str | None = None, **ready: object) -> None:
+        """The stream is set up: say ``ready`` and take text."""
+        if started(self.phase):
+            raise p.ProtocolError("already_started", "this session has already started")
+        self._go(Phase.STREAMING)
+        self._use(spec)
+        self.metrics.sessions.labels(spec.engine).inc()
+        self.put(
+            p.Ready(
+                session_id=self.id,
+                output=spec.output,
+                engine=spec.engine,
+                voice=spec.voice,
+                pre_skip=spec.pre_skip,
+                resume_token=resume_token,
+                **ready,  # type: ignore[arg-type]
+            )
+        )
+
+    def _use(self, spec: StreamSpec) -> None:
+        self.spec = spec
+        self.outbox.frame_s = spec.output.frame_ms / 1000.0
+        if self.stream is None:
+            self.stream = Stream(
+                self.id, spec.pipeline, self.on_output, self.can_take_work, self._chunk_pcm
+            )
+            return
+        # Engine fallback: no job of this stream is running, and the new pipeline keeps
+        # the encoder's state, so the worker must not reset it at the next job.
+        self.stream.pipeline = spec.pipeline
+        self.stream.pipeline_generation = self.generation
+
+    def _chunk_pcm(self) -> bool:
+        """Whether the worker should hand a chunk's engine audio over whole first."""
+        return self.sink.journaling and self.spec is not None and self.spec.worker.chunk_pcm
+
+    def restore(self, r: Restore, spec: StreamSpec, resume_token: str, **ready: object) -> None:
+        """Take over a resumed session: replay its frames from ``r.next_frame``, then
+        synthesize the text it accepted and had not synthesized yet, marks in place."""
+        import numpy as np  # only a resume needs it here
+
+        self.rename(r.session_id)
+        self.resumed = True
+        self.start(spec, resume_token, **ready)
+        if r.carry:  # the start of the next frame, cut at the last chunk's end
+            spec.pipeline.carry_in(np.frombuffer(r.carry, dtype=np.float32))
+        self.frames_sent = r.next_frame
+        self.segments = r.segments
+        self.chars_in = r.chars_in
+        self.marks_in = r.marks_in
+        for message, frame in r.replay:
+            if message:
+                self.outbox.put_message(message, droppable=True)
+            self.outbox.put_frame(frame)
+        pos = r.done_chars
+        if r.chunk is not None:  # finish the chunk in progress from its engine audio
+            ch = r.chunk
+            job = self._job("chunk", ch.text, index=ch.index)
+            job.audio, job.skip_frames = ch.audio, ch.skip_frames
+            spec.worker.submit(job)
+            self.pending_chars += len(ch.text)
+            self.segments = max(self.segments, ch.index + 1)
+            pos += len(ch.text)
+        for offset, kind in r.marks:  # already in the journal
+            self._submit_chunks(self.chunker.push(r.text[pos:offset]))
+            pos = offset
+            self._apply_mark(kind)
+        self._submit_chunks(self.chunker.push(r.text[pos:]))
+        if r.finished:
+            self._go(Phase.CLOSING)
+            self.outbox.put_message(p.Done(frames=0))
+            self.close_after = (CLOSE_NORMAL, "done")
+        self.notify()
+
+    # ------------------------------------------------------------------ intents
+
+    def require_open(self, what: str) -> None:
+        """Text, flush, cancel and end need a started, not ending conversation."""
+        if not started(self.phase):
+            raise p.ProtocolError("not_started", f"'{what}' before 'start'; send 'start' first")
+        if not takes_text(self.phase) and not self.closed:
+            if self.draining:
+                raise p.ProtocolError("server_draining", DRAIN_MESSAGE)
+            raise p.ProtocolError("session_ending", f"'{what}' after 'end'")
+
+    def text(self, text: str) -> None:
+        self.require_open("text")
+        if self.closed:
+            return
+        limit = self.settings.max_session_chars
+        if self.chars_in + len(text) > limit:
+            # Whitespace and unspeakable text count too: the journal keeps all of it.
+            raise p.ProtocolError(
+                "session_text_limit",
+                f"this session has sent {self.chars_in} characters and may send "
+                f"{limit} in all (max_session_chars); this text ({len(text)} characters) "
+                "was dropped — start a new session",
+            )
+        buffered = self.chunker.buffered_chars + self.pending_chars
+        if buffered + len(text) > self.settings.max_buffered_chars:
+            raise p.ProtocolError(
+                "text_buffer_full",
+                f"{buffered} characters are waiting to be spoken and the limit is "
+                f"{self.settings.max_buffered_chars}; this text ({len(text)} characters) "
+                "was dropped — send less at once or wait for audio",
+            )
+        self.chars_in += len(text)
+        if text:
+            self.sink.text(text)
+        self._submit_chunks(self.chunker.push(text))
+
+    def flush(self) -> None:
+        self._mark("flush")
+
+    def end(self) -> None:
+        self._mark("end")
+
+    def _mark(self, kind: str) -> None:
+        self.require_open(kind)
+        if self.closed:
+            return
+        self.sink.mark(self.chars_in, kind)
+        self.marks_in += 1
+        self._apply_mark(kind)
+
+    def _apply_mark(self, kind: str) -> None:
+        """flush or end: synthesize what is buffered, then the marker."""
+        if kind == "end":
+            self._go(Phase.ENDING)
+        self._submit_chunks(self.chunker.flush())
+        self._submit_marker(kind)
+
+    def cancel(self) -> None:
+        """Barge-in: drop queued text and unsent audio, then say ``cancelled``."""
+        self.require_open("cancel")
+        if self.closed:
+            return
+        self.drop_work()
+        self.chunker.clear()
+        # the dropped text and unsent frames go from the journal too
+        self.sink.cancel(self.frames_sent, self.chars_in, self.marks_in)
+        self.put(p.Cancelled())
+
+    def ack(self, frame: int) -> None:
+        """The client has played up to ``frame`` (acks keep coming after 'end')."""
+        if not started(self.phase):
+            raise p.ProtocolError("not_started", "'ack' before 'start'; send 'start' first")
+        if frame >= self.frames_sent:
+            raise p.ProtocolError(
+                "invalid_ack",
+                f"ack of frame {frame}, but only frames 0 to {self.frames_sent - 1} were sent",
+            )
+        self.sink.ack(frame)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _submit_chunks(self, chunks: list[str]) -> None:
+        assert self.spec is not None and self.stream is not None
+        worker = self.spec.worker
+        for text in chunks:
+            for chunk in self._pieces(text, self.utterance_t0 is None):
+                first = self.utterance_t0 is None
+                if first:
+                    self.utterance_t0 = self.clock()
+                    self._first_chunk_t0[self.segments] = self.utterance_t0
+                worker.submit(self._job("chunk", chunk, first, self.segments))
+                self.segments += 1
+                self.pending_chars += len(chunk)
+
+    def _job(self, kind: str, text: str = "", first: bool = False, index: int = 0) -> Job:
+        assert self.spec is not None and self.stream is not None
+        s = self.spec
+        return Job(
+            self.stream,
+            self.generation,
+            kind,
+            text=text,
+            voice=s.voice,
+            speed=s.speed,
+            first=first,
+            index=index,
+        )
+
+    def _pieces(self, chunk: str, first: bool) -> list[str]:
+        """With the journal on, a worker that hands a chunk over piece by piece (F5's
+        batched worker) cannot journal its audio ahead, so it journals whole chunks:
+        give it one engine piece per chunk, and each piece goes out as soon as it is
+        made. The pieces are the engine's own plan, as exact spans of ``chunk``; they
+        meet with the chunk-edge fade instead of F5's 20 ms cross-fade."""
+        s = self.spec
+        if s is None or not self.sink.journaling or s.worker.chunk_pcm:
+            return [chunk]
+        try:
+            pieces = s.worker.engine.plan(chunk, s.voice, s.speed, first)
+        except EngineError:
+            return [chunk]  # the worker reports it
+        return setup.piece_spans(chunk, pieces or [])
+
+    def _submit_marker(self, kind: str) -> None:
+        assert self.spec is not None
+        self.markers_pending += 1
+        self.spec.worker.submit(self._job(kind))
+        self.utterance_t0 = None  # the next chunk starts a new utterance
+
+    def drop_work(self) -> None:
+        """Barge-in or close: a new generation; queued jobs and unsent audio go."""
+        self.generation += 1
+        if self.stream is not None:
+            self.stream.generation = self.generation
+        self.markers_pending = 0
+        if self.spec is not None:
+            self.spec.worker.cancel(self.id)
+        self.outbox.drop_audio()
+        self.pending_chars = 0
+        self.utterance_t0 = None
+        self._first_chunk_t0.clear()
+        self._ttfa_t0 = None
+        self.sink.drop()
+
+    # ------------------------------------------------------------------ engine output
+
+    def on_output(self, generation: int, items: list[Output]) -> None:
+        """The worker's output for a job of ``generation`` (on the event loop)."""
+        if not self.live(generation):
+            return  # late output of cancelled work
+        for item in items:
+            if isinstance(item, EngineFailed) and item.retry is not None:
+                # Move to the fallback engine now, before the sink holds this output:
+                # the failing worker must not run this stream's next job meanwhile.
+                item.moved = True
+                self._fall_back(item)
+        self.sink.deliver(generation, items, self.release)
+
+    def release(self, generation: int, items: list[Output]) -> None:
+        """Engine output whose frames may now be sent."""
+        if not self.live(generation):
+            return
+        for item in items:
+            if isinstance(item, bytes):
+                self.outbox.put_frame(item)
+            elif isinstance(item, SegmentStart):
+                # first_frame is filled in when the sender reaches it (frames are
+                # numbered in send order, and barge-in drops queued ones).
+                self.outbox.put_message(item, droppable=True)
+            elif isinstance(item, ChunkDone):
+                self._chunk_done(item)
+            elif isinstance(item, UtteranceDone):
+                self._utterance_done(item)
+            elif isinstance(item, EngineFailed) and item.retry is None:
+                self.error(item.code, item.message)
+        self.peak_unsent_s = max(self.peak_unsent_s, self.outbox.audio_s)
+        self.notify()
+
+    def _chunk_done(self, item: ChunkDone) -> None:
+        self.pending_chars = max(0, self.pending_chars - item.chars)
+        if item.audio_s > 0:
+            self.metrics.rtf.labels(self.engine_name).observe(item.engine_s / item.audio_s)
+
+    def _utterance_done(self, item: UtteranceDone) -> None:
+        self.markers_pending -= 1
+        if item.marker == "flush":
+            self.put(p.Flushed())
+            if self.drain_when_idle and self.idle():
+                self._drain_close()
+            return
+        self.outbox.put_message(p.Done(frames=0))
+        self._go(Phase.CLOSING)
+        self.close_after = (CLOSE_NORMAL, "done")
+
+    def _fall_back(self, failed: EngineFailed) -> None:
+        """The engine could not run this stream's work (a fault, or its circuit breaker
+        is open): move to ``f5_fallback_engine`` with a notice, and run there the failed
+        text and everything still queued, in order.
+
+        Called from ``on_output``, so no job of this stream is in flight on the failing
+        worker and the pipeline is not in use on a worker thread. The encoder is kept:
+        the client's audio stream goes on without a reset.
+        """
+        old = self.spec
+        retry = failed.retry or []
+        target = None if old is None else setup.fallback(self.settings, self.workers, old)
+        if old is None or target is None:
+            self.error(failed.code, failed.message)
+            self.pending_chars = max(0, self.pending_chars - sum(len(j.text) for j in retry))
+            return
+        jobs = retry + old.worker.take(self.id)
+        self._use(target)
+        self.error(
+            "engine_fallback",
+            f"engine {old.engine!r} failed ({failed.code}: {failed.message}); this "
+            f"session continues on {target.engine!r} with voice {target.voice!r}",
+        )
+        for job in jobs:
+            index = job.index
+            if index < 0:  # the rest of a chunk whose segment was already announced
+                index = self.segments
+                self.segments += 1
+            target.worker.submit(self._job(job.kind, job.text, job.first, index))
+
+    # ------------------------------------------------------------------ sending
+
+    def put(self, msg: p.ServerMessage) -> None:
+        self.outbox.put_message(msg)
+        self.notify()
+
+    def error(
+        self, code: str, message: str, fatal: bool = False, resume: p.ResumeHint | None = None
+    ) -> None:
+        """A non-fatal error event (fatal ones go through ``fail``)."""
+        self.metrics.errors.labels(code).inc()
+        self.log.info("client_error", code=code, message=message, fatal=fatal)
+        self.put(p.Error(code=code, message=message, fatal=fatal, resume=resume))
+
+    def pop(self) -> Outgoing | None:
+        """The next frame or message to send, or None when the outbox is empty. A frame
+        is numbered here, before its send: a cancel during the send must not reuse it."""
+        if not self.outbox:
+            return None
+        is_frame, item = self.outbox.pop()
+        if is_frame:
+            self.frames_sent += 1
+            return True, item
+        if isinstance(item, SegmentStart):
+            t0 = self._first_chunk_t0.pop(item.index, None)
+            if t0 is not None:
+                self._ttfa_t0 = t0
+            item = p.Segment(index=item.index, text=item.text, first_frame=self.frames_sent)
+        elif isinstance(item, p.Done):
+            item = p.Done(frames=self.frames_sent)
+        return False, item
+
+    def sent(self, nbytes: int) -> None:
+        """A frame of ``nbytes`` left: count it, time the first audio, let the engine on."""
+        frame_s = self.outbox.frame_s
+        self.bytes_sent += nbytes
+        self.audio_s_sent += frame_s
+        self.metrics.frames_sent.inc()
+        self.metrics.audio_seconds.inc(frame_s)
+        if self._ttfa_t0 is not None:
+            dt = self.clock() - self._ttfa_t0
+            self.ttfa.append(dt)
+            self.metrics.ttfa.labels(self.engine_name).observe(dt)
+            self._ttfa_t0 = None
+        if self.spec is not None and self.can_take_work():
+            self.spec.worker.wake()
+
+    def socket_sampled(self, unsent_s: float) -> None:
+        """The adapter measured how much sent audio the client's TCP has not taken."""
+        was = self.socket_unsent_s
+        self.socket_unsent_s = unsent_s
+        limit = self.settings.max_unsent_audio_s
+        if was >= limit > unsent_s and self.spec is not None:
+            self.spec.worker.wake()  # the client caught up: the engine may go on
+
+    # ------------------------------------------------------------------ drain and close
+
+    def resume_hint(self) -> p.ResumeHint | None:
+        if not self.sink.resumable:
+            return None
+        return p.ResumeHint(session_id=self.id, from_frame=self.frames_sent)
+
+    def begin_drain(self) -> None:
+        """The node is shutting down: close now if idle, else once the utterance is done."""
+        self.draining = True
+        if self.closed or self.close_after is not None:
+            return
+        if self.idle():
+            self._drain_close()
+        else:
+            self.drain_when_idle = True
+
+    def _drain_close(self) -> None:
+        self._go(Phase.CLOSING)  # no more text: this node is going away
+        self.error("server_draining", DRAIN_MESSAGE, fatal=True, resume=self.resume_hint())
+        self.close_after = (CLOSE_SERVICE_RESTART, "server draining")
+
+    def fail(
+        self, code: str, message: str, close_code: int, resume: p.ResumeHint | None = None
+    ) -> Fatal | None:
+        """A fatal error: drop everything; the adapter says it and closes. None if the
+        conversation was already closed."""
+        if self.closed:
+            return None
+        self.close()
+        self.metrics.errors.labels(code).inc()
+        self.log.info("client_error", code=code, message=message, fatal=True)
+        self.fatal = Fatal(code, message, close_code, resume)
+        return self.fatal
+
+    def close(self) -> None:
+        """The connection is gone (or a fatal error): nothing more is done."""
+        if self.closed:
+            return
+        self.drop_work()
+        self._go(Phase.CLOSED)

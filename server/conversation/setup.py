@@ -1,0 +1,160 @@
+"""Stream set-up, resolved once for every protocol: engine, voice, output, pipeline.
+
+Every wire protocol (the native one, the HTTP speech route, the dialects) asks for
+an engine, a voice, a language, a speed and an output; ``resolve`` turns that into
+a ``StreamSpec`` or a ``ProtocolError`` that names what was wrong. The rules live
+here only: the default-voice rule (the server's voice on the server's engine,
+else the engine's own default), the language check, the encoder and the Opus
+pre-skip, and where a failing engine's streams go (``fallback``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from server import protocol as p
+from server.config import Settings
+from server.conversation.ports import Worker
+from server.streaming.encoder import AudioEncoder, OpusEncoder, make_encoder, pre_skip
+from server.streaming.pipeline import AudioPipeline
+from server.voices.ids import server_voices
+
+
+@dataclass(slots=True)
+class StreamSpec:
+    """A stream's resolved settings and its audio path."""
+
+    engine: str
+    worker: Worker
+    voice: str
+    language: str | None
+    speed: float
+    output: p.OutputFormat  # as the client asked, with the bitrate the encoder uses
+    pipeline: AudioPipeline
+    pre_skip: int  # 48 kHz samples a decoder skips at the start (Opus), else 0
+
+
+def default_voice(settings: Settings, worker: Worker) -> str:
+    """The voice of a stream that names none: the server's on its engine, else the
+    engine's own default."""
+    engine = worker.engine
+    if engine.name == settings.engine:
+        return settings.voice
+    return engine.info().default_voice
+
+
+def pick_worker(workers: Mapping[str, Worker], engine: str) -> Worker:
+    worker = workers.get(engine)
+    if worker is None:
+        raise p.ProtocolError(
+            "unknown_engine", f"no engine {engine!r}; available: {', '.join(sorted(workers))}"
+        )
+    return worker
+
+
+def check_voice(engine_name: str, worker: Worker, voice: str) -> None:
+    engine = worker.engine
+    if voice not in {v.id for v in engine.voices()}:
+        raise p.ProtocolError(
+            "unknown_voice",
+            f"engine {engine_name!r} has no voice {voice!r}; available: "
+            # never another key's uploaded voices
+            + ", ".join(sorted(v.id for v in server_voices(engine))),
+        )
+
+
+def check_language(engine_name: str, worker: Worker, language: str | None) -> None:
+    if language is None:
+        return
+    langs = worker.engine.info().languages
+    if language.split("-")[0].lower() not in langs:
+        raise p.ProtocolError(
+            "unsupported_language",
+            f"engine {engine_name!r} does not speak {language!r}; it speaks " + ", ".join(langs),
+        )
+
+
+def build_encoder(settings: Settings, out: p.OutputFormat) -> AudioEncoder:
+    s = settings
+    try:
+        return make_encoder(
+            out.encoding,
+            out.sample_rate,
+            out.frame_ms,
+            out.bitrate,
+            complexity=s.opus_complexity,
+            fec=s.opus_fec,
+            packet_loss_perc=s.opus_packet_loss_perc,
+            dtx=s.opus_dtx,
+            application=s.opus_application,
+        )
+    except ValueError as exc:
+        raise p.ProtocolError("out_of_range", str(exc)) from None
+
+
+def resolve(
+    settings: Settings,
+    workers: Mapping[str, Worker],
+    engine: str | None,
+    voice: str | None,
+    language: str | None,
+    speed: float,
+    output: p.OutputFormat,
+    encoder: AudioEncoder | None = None,
+) -> StreamSpec:
+    """The stream a client asked for; ``encoder`` replaces the one ``output`` names (the
+    HTTP route encodes files from the pipeline's frames)."""
+    name = engine or settings.engine
+    worker = pick_worker(workers, name)
+    chosen = voice or default_voice(settings, worker)
+    check_voice(name, worker, chosen)
+    check_language(name, worker, language)
+    enc = encoder if encoder is not None else build_encoder(settings, output)
+    bitrate = enc.ctl_settings()["bitrate"] if isinstance(enc, OpusEncoder) else None
+    out = p.OutputFormat(
+        encoding=output.encoding,
+        sample_rate=output.sample_rate,
+        frame_ms=output.frame_ms,
+        bitrate=bitrate,
+    )
+    pipeline = AudioPipeline(worker.engine.sample_rate, enc)
+    return StreamSpec(name, worker, chosen, language, speed, out, pipeline, pre_skip(enc))
+
+
+def fallback(
+    settings: Settings, workers: Mapping[str, Worker], spec: StreamSpec
+) -> StreamSpec | None:
+    """Where a stream goes when its engine fails (``f5_fallback_engine``), keeping its
+    encoder so the listener's stream goes on without a reset; None if nowhere."""
+    target = workers.get(settings.f5_fallback_engine)
+    if target is None or target is spec.worker:
+        return None
+    pipeline = AudioPipeline(target.engine.sample_rate, spec.pipeline.encoder)
+    return StreamSpec(
+        target.engine.name,
+        target,
+        default_voice(settings, target),
+        spec.language,
+        spec.speed,
+        spec.output,
+        pipeline,
+        spec.pre_skip,
+    )
+
+
+def piece_spans(chunk: str, pieces: list[str]) -> list[str]:
+    """``pieces`` as consecutive spans of ``chunk`` covering all of it (the text between
+    two pieces goes with the first); ``[chunk]`` if they are not found in order."""
+    starts: list[int] = []
+    at = 0
+    for piece in pieces:
+        at = chunk.find(piece, at)
+        if at < 0:
+            return [chunk]
+        starts.append(at)
+        at += len(piece)
+    if len(starts) < 2:
+        return [chunk]
+    starts[0] = 0
+    return [chunk[a:b] for a, b in zip(starts, [*starts[1:], len(chunk)], strict=True)]

@@ -1,0 +1,29 @@
+"""The F5 worker's metrics (the generation host's restarts are the engines' common
+``voxwire_engine_restarts_total``, server/metrics.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class F5Metrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry or CollectorRegistry()
+        self.batch_size = Histogram(
+            "voxwire_f5_batch_size",
+            "Pieces per F5 forward pass.",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
+            registry=r,
+        )
+        self.pieces = Counter(
+            "voxwire_f5_pieces",
+            "F5 pieces generated, by outcome (ok, failed, discarded after a cancel).",
+            ["outcome"],
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "voxwire_f5_breaker_open",
+            "1 while the circuit breaker of an F5 model is open.",
+            ["model"],
+            registry=r,
+        )

@@ -1,0 +1,253 @@
+"""What engine workers take and give: jobs, their output, and the fair queue.
+
+A job is one text chunk (or a flush/end marker) of one stream. The worker runs
+it on its threads and hands the output to the stream's ``deliver`` on the event
+loop: frames, the segment it starts, the chunk's engine audio (resume), timings,
+the marker's completion, or a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from server.engines.base import Audio
+from server.streaming.pipeline import AudioPipeline
+
+
+@dataclass(slots=True)
+class SegmentStart:
+    """Marks where a chunk's audio begins in the frame stream."""
+
+    index: int
+    text: str
+
+
+@dataclass(slots=True)
+class ChunkPcm:
+    """A chunk's whole engine audio, handed over before any of its frames (resume: the
+    session journals it, so another node can finish the chunk from it)."""
+
+    index: int
+    chars: int
+    pcm: bytes  # 16-bit little-endian mono at the engine's rate (half float32's size)
+
+
+@dataclass(slots=True)
+class ChunkDone:
+    """A chunk finished on the engine; timings for metrics."""
+
+    index: int
+    chars: int
+    engine_first_s: float | None
+    engine_s: float
+    audio_s: float
+    # The framer's remainder after the chunk (float32 at the output rate): the start of
+    # the next frame, journaled so a node that takes the session over continues from it.
+    carry: bytes = b""
+
+
+@dataclass(slots=True)
+class UtteranceDone:
+    """All audio of an utterance up to a flush/end marker has been delivered."""
+
+    marker: str  # "flush" or "end"
+
+
+@dataclass(slots=True)
+class EngineFailed:
+    code: str
+    message: str
+    # Set by an engine that failed over (F5): the work to run on another engine instead.
+    # The session may take the rest of its queue with ``take`` and move to its fallback.
+    retry: list[Job] | None = None
+    chars: int = 0  # text of the failed chunk, given up on (no retry)
+    moved: bool = False  # the session already moved its work elsewhere (resume journaling)
+
+
+Output = bytes | SegmentStart | ChunkPcm | ChunkDone | UtteranceDone | EngineFailed
+
+
+class Stream:
+    """The worker's handle on one stream of audio (a conversation, an HTTP request).
+
+    The conversation that owns it sets ``generation`` (on the event loop) to drop
+    older work, and swaps ``pipeline`` only while none of its jobs runs (engine
+    fallback). Worker threads read ``generation`` and ``pipeline``, write only
+    ``pipeline_generation``, and hand output to ``deliver`` on the event loop.
+    """
+
+    __slots__ = (
+        "can_take_work",
+        "chunk_pcm",
+        "deliver",
+        "generation",
+        "id",
+        "pipeline",
+        "pipeline_generation",
+    )
+
+    def __init__(
+        self,
+        stream_id: str,
+        pipeline: AudioPipeline,
+        deliver: Callable[[int, list[Output]], None],
+        can_take_work: Callable[[], bool] = lambda: True,
+        chunk_pcm: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.id = stream_id
+        self.generation = 0
+        self.pipeline = pipeline
+        self.pipeline_generation = 0  # written only by the thread running this stream's job
+        self.deliver = deliver  # called on the event loop with output of a job of a generation
+        self.can_take_work = can_take_work  # False while its unsent audio is over its bound
+        # Whether a chunk's engine audio is wanted whole before its frames (resume journaling)
+        self.chunk_pcm = chunk_pcm
+
+    @property
+    def session_id(self) -> str:
+        return self.id
+
+    def wants_chunk_pcm(self) -> bool:
+        return self.chunk_pcm()
+
+
+class JobOwner(Protocol):
+    """What a worker uses of a job's stream: ``Stream``, or a test's stand-in."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    generation: int
+    pipeline: AudioPipeline
+    pipeline_generation: int
+
+    def can_take_work(self) -> bool: ...
+
+    def wants_chunk_pcm(self) -> bool: ...
+
+    def deliver(self, generation: int, items: list[Output]) -> None: ...
+
+
+@dataclass(slots=True)
+class Job:
+    stream: JobOwner
+    generation: int
+    kind: str  # "chunk" or "flush" or "end"
+    text: str = ""
+    voice: str = ""
+    speed: float = 1.0
+    # The opening chunk of an utterance: it goes first. EngineWorker clears it once the
+    # job's first _URGENT_S of audio is out, so the rest of it may be paused for others.
+    first: bool = False
+    index: int = 0
+    # Resume: finish a chunk from its journaled engine audio instead of the engine,
+    # dropping the first ``skip_frames`` frames (another node already sent them).
+    audio: Audio | None = None
+    skip_frames: int = 0
+    queued_at: float = field(default_factory=time.perf_counter)
+    # EngineWorker preemption: the loop sets yield_requested to have the running job
+    # pause at its next slice; where it stopped is kept in paused (for that worker only).
+    yield_requested: bool = False
+    paused: Paused | None = None
+
+
+@dataclass(slots=True)
+class Paused:
+    """Where a paused chunk job stopped: the engine's iterator and the piece in hand."""
+
+    worker: object
+    pieces: Iterator[Audio]
+    pending: list[Output]
+    piece: Audio | None = None
+    offset: int = 0
+    pushed_n: int = 0  # engine samples through the pipeline so far
+    active_s: float = 0.0  # time spent running, pauses excluded
+    first_s: float | None = None
+    audio_n: int = 0
+
+
+class FairQueue:
+    """Per-session job queues: sessions are served round-robin, a session whose next job
+    is the first chunk of an utterance goes ahead, and busy or backpressured sessions are
+    skipped. Shared by EngineWorker and the batched F5 worker."""
+
+    def __init__(self, on_depth: Callable[[int], None] | None = None) -> None:
+        self._queues: OrderedDict[str, deque[Job]] = OrderedDict()
+        self._depth = 0
+        self._on_depth = on_depth or (lambda _n: None)
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def _set_depth(self, n: int) -> None:
+        self._depth = n
+        self._on_depth(n)
+
+    def push(self, job: Job) -> None:
+        q = self._queues.get(job.stream.session_id)
+        if q is None:
+            q = self._queues[job.stream.session_id] = deque()
+        q.append(job)
+        self._set_depth(self._depth + 1)
+
+    def push_front(self, job: Job, next_in_round: bool = False) -> None:
+        """Put a job back as its session's next one; the session goes to the back of the round
+        (``next_in_round``: to its front, first among sessions without a first chunk)."""
+        sid = job.stream.session_id
+        q = self._queues.get(sid)
+        if q is None:
+            q = self._queues[sid] = deque()
+        q.appendleft(job)
+        self._queues.move_to_end(sid, last=not next_in_round)
+        self._set_depth(self._depth + 1)
+
+    def first_waiting(self, busy: Container[str]) -> str | None:
+        """A session that could run now and whose next job is a first chunk, if any."""
+        for sid, q in self._queues.items():
+            if q and q[0].first and sid not in busy and q[0].stream.can_take_work():
+                return sid
+        return None
+
+    def take(self, session_id: str) -> list[Job]:
+        """Remove and return a session's queued jobs, in order."""
+        q = self._queues.pop(session_id, None)
+        if not q:
+            return []
+        self._set_depth(self._depth - len(q))
+        return list(q)
+
+    def pick(
+        self,
+        busy: Container[str],
+        limit: int = 1,
+        accept: Callable[[Job], bool] | None = None,
+    ) -> list[Job]:
+        """The next job of up to ``limit`` sessions: first chunks first, then in round-robin
+        order; ``accept`` may refuse a session's next job (it then waits its turn)."""
+        firsts: list[str] = []
+        others: list[str] = []
+        for sid, q in self._queues.items():
+            if sid in busy or not q or not q[0].stream.can_take_work():
+                continue
+            if accept is not None and not accept(q[0]):
+                continue
+            (firsts if q[0].first else others).append(sid)
+            if len(firsts) >= limit:
+                break
+        jobs = []
+        for sid in (firsts + others)[:limit]:
+            q = self._queues[sid]
+            jobs.append(q.popleft())
+            # Round robin: the session goes to the back of the line.
+            if q:
+                self._queues.move_to_end(sid)
+            else:
+                del self._queues[sid]
+        if jobs:
+            self._set_depth(self._depth - len(jobs))
+        return jobs

@@ -1,0 +1,1 @@
+"""WebSocket protocols: thin adapters from a wire protocol to the conversation core."""

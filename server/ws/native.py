@@ -1,0 +1,486 @@
+"""The native protocol v1 on ``/v1/stream``: a thin WebSocket edge around the core.
+
+Three coroutines per connection: the reader decodes each message
+(server/protocol.py) and hands the intent to the conversation core
+(server/conversation/core.py); the sender takes frames and events from the
+core's outbox and writes them; the watchdog keeps the journal and the key's
+slot alive and ends the conversation when ``Liveness`` says so. Everything
+else — limits, generations, fallback, drain — is the core's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+import structlog
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket, WebSocketState
+
+from server import admission
+from server import protocol as p
+from server.auth import key_of, key_still_valid
+from server.conversation import setup
+from server.conversation.core import Conversation
+from server.conversation.liveness import Liveness
+from server.conversation.phase import started
+from server.conversation.types import DRAIN_MESSAGE, Fatal
+from server.journal import Journal
+from server.journal_sink import JournalSink
+from server.state.sessions import SessionStore
+from server.tasks import cancel_all
+from server.voices.registry import ensure_voice
+from server.ws import resume
+from server.ws_protocol import UNSENT_BYTES
+
+if TYPE_CHECKING:
+    from server.appstate import AppState
+
+log = structlog.get_logger("voxwire.session")
+
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
+# Private-use code (4000-4999): another connection resumed this session (409: conflict).
+CLOSE_SESSION_MOVED = 4409
+
+_WATCHDOG_PERIOD_S = 0.25
+_SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
+_KEY_CHECK_S = 2.0  # a revoked key's sessions end within this (plus the key ring's cache)
+_HEARTBEAT_S = 1.0  # the journal's record is kept alive (and checked for a takeover) this often
+
+
+class NativeSession:
+    """One connection on ``/v1/stream``."""
+
+    def __init__(self, ws: WebSocket, state: AppState) -> None:
+        self.ws = ws
+        self.state = state
+        self.settings = state.settings
+        self.conv = Conversation(
+            uuid.uuid4().hex, state.settings, state.workers, state.metrics, state.chunk_policy
+        )
+        self._has_items = asyncio.Event()
+        self.conv.notify = self._has_items.set
+        self.liveness = Liveness(state.settings, time.monotonic())
+        self.closed = asyncio.Event()  # set when run() has finished
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.key_id: str | None = None
+        self.slot = self.conv.id  # the key's session slot: a resume changes the id, not this
+        self.owner = secrets.token_hex(8)  # this attachment's name in the journal
+        self.journal: Journal | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sending = False
+        probe = ws.scope.get("extensions", {}).get(UNSENT_BYTES)
+        self._unsent_bytes: Callable[[], int] = probe if callable(probe) else (lambda: 0)
+
+    @property
+    def session_id(self) -> str:
+        return self.conv.id
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        refused = admission.node_refusal(self.state)
+        if refused is None:
+            self.key_id = key_of(self.ws.scope)
+        if refused is None and self.key_id is not None:
+            refused = await admission.take_slot(
+                self.state, self.key_id, self.session_id, count_request=True
+            )
+        if refused is not None:
+            await self._fail(refused.code, refused.message, refused.ws_close)
+            return
+        st = self.state
+        st.metrics.active_sessions.inc()
+        st.sessions.add(self)
+        self._tasks = [
+            asyncio.create_task(self._sender(), name=f"send-{self.slot}"),
+            asyncio.create_task(self._watchdog(), name=f"watch-{self.slot}"),
+        ]
+        try:
+            await self._reader()
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        self.conv.close()
+        await cancel_all(self._tasks)
+        st = self.state
+        st.metrics.active_sessions.dec()
+        st.sessions.discard(self)
+        if self.journal is not None:
+            # A finished session is forgotten; any other keeps its state for resume.
+            # The state outlives a dropped connection and a drain (to be resumed); a
+            # session this server ended (done, or a fatal error) is forgotten at once.
+            resumable = self.close_reason in ("", "server draining", "server_draining")
+            await self.journal.close(not resumable, self.settings.close_grace_s)
+        self.closed.set()
+        if self.key_id is not None:
+            await admission.release_slot(st, self.key_id, self.slot)
+        self._log_end()
+
+    async def _reader(self) -> None:
+        limit = self.settings.max_message_bytes
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                if self.close_code is None:
+                    self.close_code = int(msg.get("code", 1005))
+                return
+            if self.conv.closed:
+                continue
+            self.liveness.client_message(time.monotonic())
+            text = msg.get("text")
+            if text is None:
+                await self._fail(
+                    "binary_not_allowed",
+                    "client messages must be JSON text; binary messages are not accepted",
+                    CLOSE_UNSUPPORTED,
+                )
+                continue
+            if len(text) > limit // 4 and len(text.encode()) > limit:
+                # uvicorn enforces the same limit on the wire; this guards other servers.
+                await self._fail("message_too_large", f"message exceeds {limit} bytes", 1009)
+                continue
+            try:
+                await self._handle(p.decode_client_message(text))
+            except p.ProtocolError as exc:
+                self.conv.error(exc.code, exc.message)
+
+    # ------------------------------------------------------------------ messages
+
+    async def _handle(self, msg: p.ClientMessage) -> None:
+        conv = self.conv
+        if isinstance(msg, p.Start):
+            if started(conv.phase):
+                raise p.ProtocolError("already_started", "this session has already started")
+            await (self._resume(msg.resume) if msg.resume is not None else self._start(msg))
+        elif isinstance(msg, p.Ack):
+            conv.ack(msg.frame)
+        elif isinstance(msg, p.Text):
+            conv.require_open("text")
+            if self.key_id is not None and msg.text:
+                refused = await admission.charge_chars(self.state, self.key_id, len(msg.text))
+                if refused is not None:
+                    await self._fail(refused.code, refused.message, refused.ws_close)
+                    return
+            conv.text(msg.text)
+        elif isinstance(msg, p.Flush):
+            conv.flush()
+        elif isinstance(msg, p.Cancel):
+            conv.cancel()
+        elif isinstance(msg, p.End):
+            conv.end()
+
+    async def _start(self, msg: p.Start) -> None:
+        st = self.state
+        engine = msg.engine or self.settings.engine
+        if msg.voice:
+            # An uploaded voice: checked in the shared store, loaded here if need be.
+            problem = await ensure_voice(st, engine, msg.voice, self.key_id)
+            if problem is not None:
+                raise p.ProtocolError(*problem)
+        spec = setup.resolve(
+            self.settings,
+            st.workers,
+            engine,
+            msg.voice,
+            msg.language,
+            msg.speed,
+            msg.output or p.OutputFormat(),
+        )
+        token = None
+        store = st.session_store
+        if store is not None:
+            meta = resume.SessionMeta(
+                engine=spec.engine,
+                voice=spec.voice,
+                language=spec.language,
+                speed=spec.speed,
+                output=spec.output,
+                started_at=time.time() - (time.monotonic() - self.liveness.connected_at),
+            )
+            frames = resume.replay_frames(self.settings.replay_window_s, spec.output.frame_ms)
+            try:
+                await store.create(self.session_id, self.owner, msgspec.json.encode(meta), frames)
+            except (RedisError, OSError):
+                await self._fail("state_unavailable", admission.STATE_MESSAGE, CLOSE_TRY_AGAIN)
+                return
+            self._open_journal(store, 0, 0, b"")
+            token = self._mint_token()
+        self.conv.start(spec, token)
+        self._log_start()
+
+    async def _resume(self, r: p.ResumeRequest) -> None:
+        """Take a session over: the store's part here, the rest in the core."""
+        st = self.state
+        try:
+            taken = await resume.take_over(st, r, self.key_id, self.owner)
+            for other in list(st.sessions):  # the old connection, if it is still open here
+                if other is not self and other.session_id == taken.snap.session_id:
+                    other.moved()
+            meta = taken.meta
+            problem = await ensure_voice(st, meta.engine, meta.voice, self.key_id)
+            if problem is not None:
+                raise resume.Refused(*problem)
+            try:
+                spec = setup.resolve(
+                    self.settings,
+                    st.workers,
+                    meta.engine,
+                    meta.voice,
+                    meta.language,
+                    meta.speed,
+                    meta.output,
+                )
+            except p.ProtocolError as exc:
+                raise resume.Refused(exc.code, exc.message) from None
+        except resume.Refused as exc:
+            await self._fail(exc.code, exc.message, exc.close_code)
+            return
+        snap = taken.snap
+        self.liveness.connected_at = resume.started_at(meta, time.monotonic())
+        st.metrics.resumes.inc()
+        assert st.session_store is not None
+        self.conv.rename(snap.session_id)  # before the journal, which writes under it
+        self._open_journal(st.session_store, snap.frames, snap.segments, snap.carry)
+        self.conv.restore(
+            resume.restore_of(taken),
+            spec,
+            self._mint_token(snap.epoch),
+            resumed=True,
+            next_frame=taken.first,
+            chars_accepted=len(snap.text),
+        )
+        st.metrics.frames_replayed.inc(len(taken.frames))
+        self._log_start()
+        self.conv.log.info(
+            "session_resumed",
+            from_frame=taken.first,
+            replayed=len(taken.frames),
+            epoch=snap.epoch,
+            pending_chars=len(snap.text) - snap.done_chars,
+            chunk_in_progress=snap.chunk is not None,
+        )
+
+    def _log_start(self) -> None:
+        spec = self.conv.spec
+        assert spec is not None
+        self.conv.log.info(
+            "session_start",
+            engine=spec.engine,
+            voice=spec.voice,
+            output=msgspec.to_builtins(spec.output),
+            resumed=self.conv.resumed,
+        )
+
+    # ------------------------------------------------------------------ resume journal
+
+    def _mint_token(self, epoch: int = 0) -> str:
+        s = self.settings
+        ttl = s.resume_token_ttl_s or (s.max_session_s + s.resume_window_s)
+        return self.state.resume_tokens.mint(self.session_id, ttl, self.key_id, epoch=epoch)
+
+    def _open_journal(self, store: SessionStore, frames: int, segments: int, carry: bytes) -> None:
+        conv = self.conv
+        journal = Journal(
+            store,
+            self.session_id,
+            self.owner,
+            frames,
+            self.moved,
+            self._journal_broken,
+            self.settings.state_write_timeout_s,
+        )
+        self.journal = journal
+
+        def whole_chunks() -> bool:
+            return conv.spec is not None and not conv.spec.worker.chunk_pcm
+
+        conv.use_sink(
+            JournalSink(journal, lambda: conv.outbox.frame_s, whole_chunks, segments, carry)
+        )
+
+    def _journal_broken(self, why: str) -> None:
+        self.conv.error(
+            "resume_unavailable",
+            f"the state store failed ({why}); this session goes on, but it can no longer "
+            "be resumed after a disconnect",
+        )
+
+    def moved(self) -> None:
+        """Another connection took this session over: stop working on it."""
+        if self.conv.closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._fail(
+                "session_moved",
+                "this session was resumed on another connection; this one is closed",
+                CLOSE_SESSION_MOVED,
+            )
+        )
+        self._tasks.append(task)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _sender(self) -> None:
+        conv = self.conv
+        ws = self.ws
+        try:
+            while True:
+                out = conv.pop()
+                if out is None:
+                    if conv.close_after is not None:
+                        await self._close(*conv.close_after)
+                        return
+                    self._has_items.clear()
+                    await self._has_items.wait()
+                    continue
+                is_frame, item = out
+                self._sending = True
+                if is_frame:
+                    assert isinstance(item, bytes)
+                    await ws.send_bytes(item)
+                    self._sending = False
+                    conv.sent(len(item))
+                    continue
+                await ws.send_text(item if isinstance(item, str) else _encode(item))
+                self._sending = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client went away mid-send
+            conv.log.debug("send_stopped", error=repr(exc))
+
+    async def _close(self, code: int, reason: str, timeout: float | None = None) -> None:
+        self.close_code = code
+        self.close_reason = reason
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(timeout or self.settings.close_grace_s):
+                    await self.ws.close(code, reason)
+
+    async def _fail(
+        self, code: str, message: str, close_code: int, resume: p.ResumeHint | None = None
+    ) -> None:
+        """A fatal error: say what was wrong, then close with ``close_code``."""
+        fatal = self.conv.fail(code, message, close_code, resume)
+        if fatal is None:
+            return
+        me = asyncio.current_task()
+        for t in self._tasks:
+            if t is not me:
+                t.cancel()
+        await self._say_and_close(fatal)
+
+    async def _say_and_close(self, fatal: Fatal) -> None:
+        # A stalled client gets close_grace_s in all to take the event and the close.
+        grace = self.settings.close_grace_s
+        deadline = time.monotonic() + grace
+        event = p.Error(code=fatal.code, message=fatal.message, fatal=True, resume=fatal.resume)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(grace):
+                await self.ws.send_text(p.encode_server_message(event))
+        await self._close(fatal.close_code, fatal.code, max(0.1, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ drain (SIGTERM)
+
+    def begin_drain(self) -> None:
+        """The node is shutting down: close now if idle, else once the utterance is done."""
+        self.conv.begin_drain()
+
+    async def drain_now(self) -> None:
+        """The grace period is over: close whatever is still running."""
+        await self._fail(
+            "server_draining",
+            DRAIN_MESSAGE,
+            CLOSE_SERVICE_RESTART,
+            self.conv.resume_hint(),
+        )
+
+    # ------------------------------------------------------------------ watchdog
+
+    async def _watchdog(self) -> None:
+        s = self.settings
+        now = time.monotonic()
+        refresh_at = now + _SLOT_REFRESH_S
+        key_check_at = now + _KEY_CHECK_S
+        heartbeat_s = min(_HEARTBEAT_S, s.resume_window_s / 3)
+        heartbeat_at = now + heartbeat_s
+        while not self.conv.closed:  # a lost cancel still ends the loop
+            await asyncio.sleep(_WATCHDOG_PERIOD_S)
+            now = time.monotonic()
+            if self.journal is not None and now >= heartbeat_at:
+                heartbeat_at = now + heartbeat_s
+                await self.journal.heartbeat()
+            if self.key_id is not None and now >= refresh_at:
+                refresh_at = now + _SLOT_REFRESH_S
+                await admission.refresh_slot(self.state, self.key_id, self.slot)
+            if self.key_id is not None and now >= key_check_at:
+                key_check_at = now + _KEY_CHECK_S
+                if await self._key_revoked():
+                    await self._fail(
+                        "key_revoked",
+                        "the API key this session was opened with was revoked",
+                        CLOSE_POLICY,
+                    )
+                    return
+            self._sample_socket()
+            fault = self.liveness.check(self.conv, now, self._sending)
+            if fault is not None:
+                await self._fail(fault.code, fault.message, fault.close_code)
+                return
+
+    async def _key_revoked(self) -> bool:
+        """True only when the store says the key is gone (None, cannot tell: go on)."""
+        assert self.key_id is not None
+        try:
+            async with asyncio.timeout(self.settings.state_write_timeout_s):
+                return await key_still_valid(self.state, self.key_id) is False
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    def _sample_socket(self) -> None:
+        conv = self.conv
+        unsent = 0.0
+        if conv.bytes_sent and conv.audio_s_sent > 0:
+            per_s = conv.bytes_sent / conv.audio_s_sent
+            unsent = min(self._unsent_bytes() / per_s, conv.audio_s_sent)
+        conv.socket_sampled(unsent)
+
+    # ------------------------------------------------------------------ logging
+
+    def _log_end(self) -> None:
+        conv = self.conv
+        ttfa = conv.ttfa
+        conv.log.info(
+            "session_end",
+            engine=conv.engine_name,
+            duration_s=round(time.monotonic() - self.liveness.connected_at, 3),
+            ttfa_ms=round(ttfa[0] * 1000, 1) if ttfa else None,
+            ttfa_max_ms=round(max(ttfa) * 1000, 1) if ttfa else None,
+            utterances=len(ttfa),
+            chars=conv.chars_in,
+            segments=conv.segments,
+            frames_sent=conv.frames_sent,
+            resumed=conv.resumed,
+            audio_s=round(conv.audio_s_sent, 3),
+            peak_unsent_audio_s=round(conv.peak_unsent_s, 3),
+            close_code=self.close_code,
+            close_reason=self.close_reason,
+        )
+
+
+def _encode(msg: object) -> str:
+    assert isinstance(msg, p.Ready | p.Segment | p.Flushed | p.Cancelled | p.Done | p.Error)
+    return p.encode_server_message(msg)
