@@ -379,7 +379,6 @@ class Conversation:
             if isinstance(item, EngineFailed) and item.retry is not None:
                 # Move to the fallback engine now, before the sink holds this output:
                 # the failing worker must not run this stream's next job meanwhile.
-                item.moved = True
                 self._fall_back(item)
         self.sink.deliver(generation, items, self.release)
 

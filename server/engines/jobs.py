@@ -65,7 +65,6 @@ class EngineFailed:
     # The session may take the rest of its queue with ``take`` and move to its fallback.
     retry: list[Job] | None = None
     chars: int = 0  # text of the failed chunk, given up on (no retry)
-    moved: bool = False  # the session already moved its work elsewhere (resume journaling)
 
 
 Output = bytes | SegmentStart | ChunkPcm | ChunkDone | UtteranceDone | EngineFailed

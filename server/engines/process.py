@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import queue
-import signal
 import threading
 import time
 from collections import OrderedDict, deque
@@ -45,6 +44,7 @@ import structlog
 
 from server.engines import host, ipc
 from server.engines.base import Audio, EngineError, EngineInfo, VoiceInfo
+from server.engines.child import Child, exit_text, spawn
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -102,18 +102,12 @@ class _Request:
     over: bool = False  # its end (finished, failed, died) has been put in ``out``
 
 
-class _Proc:
+class _Proc(Child):
     """One engine process, its pipe, and the thread that reads the pipe."""
 
     def __init__(self, proc: BaseProcess, conn: Connection) -> None:
-        self.proc = proc
-        self.conn = conn
-        self.pid = proc.pid or 0
-        self.born = time.monotonic()
-        self.ready = False
+        super().__init__(proc, conn)
         self.current: _Request | None = None
-        self.kill_reason = ""  # set before the supervisor kills it (timeout)
-        self.dead = False
         self.send_lock = threading.Lock()
 
     def send(self, msg: ipc.ToEngine) -> bool:
@@ -123,10 +117,6 @@ class _Proc:
             return True
         except (OSError, ValueError):
             return False
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
 
 
 class ProcessEngine:
@@ -322,21 +312,12 @@ class ProcessEngine:
             time.sleep(_TICK_S)
 
     def _spawn(self) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=host.main,
-            args=(child, self.name, self.options.max_rss_bytes, self.options.warm_text),
-            name=f"voxwire-engine-{self.name}",
-            daemon=True,
-        )
+        args = (self.name, self.options.max_rss_bytes, self.options.warm_text)
         try:
-            proc.start()
+            proc, parent = spawn(self._ctx, host.main, args, f"voxwire-engine-{self.name}")
         except OSError as exc:
-            parent.close()
-            child.close()
             self._start_failed(f"cannot start a process: {exc}")
             return
-        child.close()  # the child's end lives in the child now: EOF when it dies
         p = _Proc(proc, parent)
         with self._cond:
             self._procs.append(p)
@@ -439,7 +420,7 @@ class ProcessEngine:
             n = sum(1 for q in self._procs if q.ready and not q.dead)
             self._cond.notify_all()
         p.conn.close()
-        how = _exit_text(code)
+        how = exit_text(code)
         if req is not None and reason != "recycle":
             req.out.put(_Ended(_death_error(self.name, reason, how, req)))
         if closed:
@@ -463,17 +444,6 @@ class ProcessEngine:
 
 def _key(voice: str, text: str) -> str:
     return hashlib.blake2b(f"{voice}\0{text}".encode(), digest_size=16).hexdigest()
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit status {code}"
 
 
 def _death_error(name: str, reason: str, how: str, req: _Request) -> EngineError:

@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import multiprocessing
 import queue
-import signal
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +41,7 @@ import numpy as np
 import structlog
 
 from server.engines.base import Audio, EngineError
+from server.engines.child import Child, exit_text, spawn
 from server.engines.f5 import host
 from server.engines.f5.voices import F5Voice
 
@@ -78,17 +78,11 @@ class _Request:
     )
 
 
-class _Host:
+class _Host(Child):
     """One host process, its pipe, and what it has been sent."""
 
     def __init__(self, proc: BaseProcess, conn: Connection) -> None:
-        self.proc = proc
-        self.conn = conn
-        self.pid = proc.pid or 0
-        self.born = time.monotonic()
-        self.ready = False
-        self.dead = False
-        self.kill_reason = ""  # set before the supervisor kills it
+        super().__init__(proc, conn)
         self.current: _Request | None = None
         self.batches = 0  # answered
         self.voices: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -97,10 +91,6 @@ class _Host:
         # A failed send needs nothing more: it died, and its reader thread reports that.
         with contextlib.suppress(OSError, ValueError):
             self.conn.send_bytes(host.encode(msg))
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
 
 
 class GenerationHost:
@@ -252,21 +242,12 @@ class GenerationHost:
         return bool(h.kill_reason)
 
     def _spawn(self) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=host.main,
-            args=(child, self.opts, self._specs, self._default_key),
-            name="voxwire-f5-host",
-            daemon=True,
-        )
+        args = (self.opts, self._specs, self._default_key)
         try:
-            proc.start()
+            proc, parent = spawn(self._ctx, host.main, args, "voxwire-f5-host")
         except OSError as exc:
-            parent.close()
-            child.close()
             self._start_failed(f"cannot start a process: {exc}")
             return
-        child.close()  # the child's end lives in the child now: EOF when it dies
         h = _Host(proc, parent)
         with self._cond:
             self._host = h
@@ -345,7 +326,7 @@ class GenerationHost:
     def _lost(self, h: _Host) -> None:
         """The host is gone (crash, kill, or the server is stopping)."""
         h.proc.join(timeout=5)
-        how = _exit_text(h.proc.exitcode)
+        how = exit_text(h.proc.exitcode)
         with self._cond:
             h.dead = True
             if self._host is h:
@@ -369,17 +350,6 @@ class GenerationHost:
                 self.start_error = f"the f5 generation process did not start ({reason}, {how})"
             self.events("restart", "f5", reason)
         log.error("f5_host_lost", pid=h.pid, reason=reason, exit=how, in_flight=req is not None)
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit status {code}"
 
 
 def _loss_error(reason: str, how: str, req: _Request, closed: bool) -> HostLost:
