@@ -497,3 +497,46 @@ def test_restore_of_a_finished_session_only_replays_and_closes() -> None:
     assert phase_of(r) is Phase.CLOSING and not r.piper.queued
     out = r.out()
     assert out[-1] == p.Done(frames=1) and r.conv.close_after == (CLOSE_NORMAL, "done")
+
+
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [
+        ("awaiting", "not_started"),
+        ("streaming", None),
+        ("ending", "session_ending"),
+        ("closing", "session_ending"),
+        ("draining", "server_draining"),
+        ("closed", None),
+    ],
+)
+def test_cancel_in_each_state(state: str, code: str | None) -> None:
+    r = Rig()
+    if state != "awaiting":
+        r.start()
+        r.conv.text("Some text to speak, and more of it. ")
+    if state in ("ending", "closing"):
+        r.conv.end()
+    if state == "closing":
+        while r.piper.queued:
+            r.run(r.piper)
+    if state == "draining":
+        r.conv.begin_drain()  # busy: drains once idle; still streaming until then
+        r.conv.end()
+    if state == "closed":
+        r.conv.close()
+    before = phase_of(r)
+    r.out()
+    if code is not None:
+        with pytest.raises(p.ProtocolError) as e:
+            r.conv.cancel()
+        assert e.value.code == code
+        assert phase_of(r) is before
+        return
+    gen = r.conv.generation
+    r.conv.cancel()
+    if state == "closed":
+        assert r.out() == [] and r.conv.generation == gen  # nothing more happens
+    else:
+        assert r.out() == [p.Cancelled()] and r.conv.generation == gen + 1
+        assert phase_of(r) is Phase.STREAMING and not r.piper.queued
