@@ -159,9 +159,10 @@ async def models(request: Request) -> Response:
 
 async def speech(request: Request) -> Response:
     state: AppState = request.app.state.voxwire
-    if not state.ready:
+    not_ready = admission.node_refusal(state, stream=False)
+    if not_ready is not None:
         return error_response(
-            503, "engines are still loading; retry shortly", "server_error", code="not_ready"
+            not_ready.http_status, not_ready.message, "server_error", code=not_ready.code
         )
     body = await request.body()
     try:
@@ -199,9 +200,9 @@ async def speech(request: Request) -> Response:
             + ", ".join(ids + sorted(OPENAI_VOICES)),
             param="voice",
         )
-    kid, slot, refused = await admit(state, request, len(req.input))
-    if refused is not None:
-        return refused
+    kid, slot, over = await admit(state, request, len(req.input))
+    if over is not None:
+        return over
     return stream_speech(state, engine, voice, req, kid, slot)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import structlog
 
 from server import protocol as p
@@ -79,7 +80,6 @@ class Conversation:
         self.draining = False
         self.drain_when_idle = False  # close once the running utterance is done
         self.close_after: tuple[int, str] | None = None  # once the outbox is empty
-        self.fatal: Fatal | None = None
         # counters
         self.frames_sent = 0  # frames are numbered by the order they are sent
         self.segments = 0
@@ -105,11 +105,6 @@ class Conversation:
     @property
     def closed(self) -> bool:
         return self.phase is Phase.CLOSED
-
-    @property
-    def ending(self) -> bool:
-        """No more text: 'end' was taken, or the node drains."""
-        return self.phase in (Phase.ENDING, Phase.CLOSING)
 
     def live(self, generation: int) -> bool:
         return generation == self.generation and not self.closed
@@ -189,8 +184,6 @@ class Conversation:
     def restore(self, r: Restore, spec: StreamSpec, resume_token: str, **ready: object) -> None:
         """Take over a resumed session: replay its frames from ``r.next_frame``, then
         synthesize the text it accepted and had not synthesized yet, marks in place."""
-        import numpy as np  # only a resume needs it here
-
         self.rename(r.session_id)
         self.resumed = True
         self.start(spec, resume_token, **ready)
@@ -535,8 +528,7 @@ class Conversation:
         self.close()
         self.metrics.errors.labels(code).inc()
         self.log.info("client_error", code=code, message=message, fatal=True)
-        self.fatal = Fatal(code, message, close_code, resume)
-        return self.fatal
+        return Fatal(code, message, close_code, resume)
 
     def close(self) -> None:
         """The connection is gone (or a fatal error): nothing more is done."""

@@ -151,7 +151,9 @@ class NativeSession:
                 continue
             if len(text) > limit // 4 and len(text.encode()) > limit:
                 # uvicorn enforces the same limit on the wire; this guards other servers.
-                await self._fail("message_too_large", f"message exceeds {limit} bytes", 1009)
+                await self._fail(
+                    "message_too_large", f"message exceeds {limit} bytes", CLOSE_TOO_BIG
+                )
                 continue
             try:
                 await self._handle(p.decode_client_message(text))
