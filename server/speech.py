@@ -203,7 +203,7 @@ async def speech(request: Request) -> Response:
     kid, slot, over = await admit(state, request, len(req.input))
     if over is not None:
         return over
-    return stream_speech(state, engine, voice, req, kid, slot)
+    return await stream_speech(state, engine, voice, req, kid, slot)
 
 
 async def admit(
@@ -233,7 +233,7 @@ async def admit(
     )
 
 
-def stream_speech(
+async def stream_speech(
     state: AppState, engine: str, voice: str, req: SpeechRequest, kid: str | None, slot: str
 ) -> Response:
     """Synthesize ``req.input`` and stream it in ``req.response_format``; releases the
@@ -257,12 +257,20 @@ def stream_speech(
         sample_rate=frames.sample_rate,
         frame_ms=frames.frame_samples * 1000 // frames.sample_rate,
     )
-    spec = setup.resolve(
-        state.settings, state.workers, engine, voice, None, req.speed, out, encoder=frames
-    )
-    conv.start(spec)
-    conv.text(req.input)
-    conv.end()
+    try:
+        spec = setup.resolve(
+            state.settings, state.workers, engine, voice, None, req.speed, out, encoder=frames
+        )
+        conv.start(spec)
+        conv.text(req.input)  # the same limits as a session's (max_buffered_chars)
+        conv.end()
+    except p.ProtocolError as exc:
+        conv.close()
+        if kid is not None:
+            await admission.release_slot(state, kid, slot)
+        state.metrics.errors.labels(exc.code).inc()
+        param = "voice" if "voice" in exc.code else "input"
+        return error_response(400, exc.message, param=param, code=exc.code)
     body = _SpeechBody(state, conv, file, kid, slot, req)
     if req.stream_format == "sse":
         return StreamingResponse(

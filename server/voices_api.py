@@ -461,7 +461,7 @@ async def preview_voice(request: Request) -> Response:
     if refused is not None:
         return refused
     req = SpeechRequest(model=engine_name, input=text, voice=voice_id, response_format="opus")
-    return stream_speech(state, engine_name, voice_id, req, kid, slot)
+    return await stream_speech(state, engine_name, voice_id, req, kid, slot)
 
 
 ROUTES = [

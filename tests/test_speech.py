@@ -204,3 +204,21 @@ def test_client_disconnect_cancels_the_work(server: ServerProcess) -> None:
         if ln.startswith('voxwire_engine_queue_depth{engine="piper"}')
     ]
     assert depth and float(depth[0].split()[-1]) == 0.0
+
+
+def test_input_over_the_text_buffer_gets_a_clear_error_and_the_server_goes_on() -> None:
+    """The HTTP route takes the same text limits as a session (the conversation core):
+    an input past max_buffered_chars is refused with a 400 naming the limit (it was an
+    unhandled 500), and the next request is served."""
+    srv = ServerProcess(max_buffered_chars=120)
+    try:
+        srv.wait_ready()
+        body = {"model": "tts-1", "voice": "alloy", "response_format": "pcm"}
+        r = httpx.post(srv.http + "/v1/audio/speech", json={**body, "input": "Word " * 40})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "text_buffer_full" and "the limit is 120" in err["message"]
+        ok = httpx.post(srv.http + "/v1/audio/speech", json={**body, "input": "Still here."})
+        assert ok.status_code == 200 and len(ok.content) > 24000  # over half a second
+    finally:
+        srv.stop()
