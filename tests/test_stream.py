@@ -130,7 +130,10 @@ async def test_llm_token_stream_other_formats(
 async def test_flush_and_several_utterances_on_one_connection(server: ServerProcess) -> None:
     texts = [
         "Good morning and welcome back to the morning news",
-        "Your order has shipped and will arrive on Monday",
+        # (was "Your order has shipped and will arrive on Monday": pocketsphinx heard
+        # under half its words in 3 of 20 runs, old server and new alike, since Piper's
+        # noise differs per call; this one was heard whole in 20 of 20)
+        "The meeting has been moved to three in the afternoon",
         "Thank you for calling and have a nice day",
     ]
     async with await connect(server.ws_url) as ws:
