@@ -17,15 +17,13 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from server.conversation.types import DRAIN_MESSAGE
+from server.conversation.types import CLOSE_POLICY, CLOSE_TRY_AGAIN, DRAIN_MESSAGE
 from server.limits import LimitExceeded
 
 if TYPE_CHECKING:
     from server.appstate import AppState
 
 STATE_MESSAGE = "the shared state store (Redis) is not reachable; retry shortly"
-_TRY_AGAIN = 1013  # WebSocket: try again later (RFC 6455 §7.4.1)
-_POLICY = 1008
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,22 +38,23 @@ class Refusal:
     @staticmethod
     def over(over: LimitExceeded) -> Refusal:
         return Refusal(
-            "limit_exceeded", over.message(), 429, _POLICY, over.retry_after_s, over.limit
+            "limit_exceeded", over.message(), 429, CLOSE_POLICY, over.retry_after_s, over.limit
         )
 
 
-UNAVAILABLE = Refusal("state_unavailable", STATE_MESSAGE, 503, _TRY_AGAIN)
+UNAVAILABLE = Refusal("state_unavailable", STATE_MESSAGE, 503, CLOSE_TRY_AGAIN)
 
 
 def node_refusal(state: AppState, stream: bool = True) -> Refusal | None:
     """Whether this node takes a new stream (``stream``: a WebSocket session, which also
     counts against ``max_sessions`` and is refused while draining)."""
     if not state.ready:
-        return Refusal("not_ready", "engines are still loading; retry shortly", 503, _TRY_AGAIN)
+        message = "engines are still loading; retry shortly"
+        return Refusal("not_ready", message, 503, CLOSE_TRY_AGAIN)
     if not stream:
         return None
     if state.draining:
-        return Refusal("server_draining", DRAIN_MESSAGE, 503, _TRY_AGAIN)
+        return Refusal("server_draining", DRAIN_MESSAGE, 503, CLOSE_TRY_AGAIN)
     if state.redis is not None and not state.store_ok:
         return UNAVAILABLE
     limit = state.settings.max_sessions
@@ -64,7 +63,7 @@ def node_refusal(state: AppState, stream: bool = True) -> Refusal | None:
             "server_busy",
             f"server is at its session limit ({limit}); retry later",
             503,
-            _TRY_AGAIN,
+            CLOSE_TRY_AGAIN,
         )
     return None
 

@@ -9,8 +9,13 @@ from server.engines.base import Audio
 
 # WebSocket close codes (RFC 6455 §7.4.1); other protocols map them to their own.
 CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
+# Private-use code (4000-4999): another connection resumed this session (409: conflict).
+CLOSE_SESSION_MOVED = 4409
 DRAIN_MESSAGE = (
     "this server is shutting down; reconnect to continue (the load balancer sends new "
     "connections to another node)"

@@ -30,7 +30,15 @@ from server.conversation import setup
 from server.conversation.core import Conversation
 from server.conversation.liveness import Liveness
 from server.conversation.phase import started
-from server.conversation.types import DRAIN_MESSAGE, Fatal
+from server.conversation.types import (
+    CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_SESSION_MOVED,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED,
+    DRAIN_MESSAGE,
+    Fatal,
+)
 from server.journal import Journal
 from server.journal_sink import JournalSink
 from server.state.sessions import SessionStore
@@ -44,13 +52,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("voxwire.session")
 
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
-# Private-use code (4000-4999): another connection resumed this session (409: conflict).
-CLOSE_SESSION_MOVED = 4409
 
 _WATCHDOG_PERIOD_S = 0.25
 _SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
@@ -217,7 +218,8 @@ class NativeSession:
             try:
                 await store.create(self.session_id, self.owner, msgspec.json.encode(meta), frames)
             except (RedisError, OSError):
-                await self._fail("state_unavailable", admission.STATE_MESSAGE, CLOSE_TRY_AGAIN)
+                u = admission.UNAVAILABLE
+                await self._fail(u.code, u.message, u.ws_close)
                 return
             self._open_journal(store, 0, 0, b"")
             token = self._mint_token()

@@ -17,8 +17,8 @@ import msgspec
 from redis.exceptions import RedisError
 
 from server import protocol as p
-from server.admission import STATE_MESSAGE
-from server.conversation.types import Restore, ResumedChunk
+from server.admission import UNAVAILABLE
+from server.conversation.types import CLOSE_POLICY, Restore, ResumedChunk
 from server.engines.base import from_pcm16
 from server.state.sessions import (
     Peek,
@@ -32,9 +32,6 @@ from server.state.tokens import ResumeTokenError
 
 if TYPE_CHECKING:
     from server.appstate import AppState
-
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN = 1013
 
 
 class SessionMeta(msgspec.Struct, kw_only=True):
@@ -122,7 +119,8 @@ async def take_over(
             "it ran, so its saved state is incomplete; start a new session",
         ) from None
     except (RedisError, OSError):
-        raise Refused("state_unavailable", STATE_MESSAGE, CLOSE_TRY_AGAIN) from None
+        u = UNAVAILABLE
+        raise Refused(u.code, u.message, u.ws_close) from None
 
 
 async def _take(
