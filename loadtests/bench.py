@@ -1149,6 +1149,12 @@ def _bench_isolation(o: Opts) -> Any:
     return bench_isolation(o)
 
 
+def _bench_dialects(o: Opts) -> Any:
+    from loadtests.bench_dialects import bench_dialects
+
+    return bench_dialects(o)
+
+
 BENCHES: dict[str, Callable[[Opts], Any]] = {
     "codec": bench_codec,
     "capacity": bench_capacity,
@@ -1157,6 +1163,7 @@ BENCHES: dict[str, Callable[[Opts], Any]] = {
     "memory": bench_memory,
     "resume": bench_resume,
     "isolation": _bench_isolation,
+    "dialects": _bench_dialects,
 }
 
 

@@ -63,7 +63,7 @@ _ERROR_TYPE = {
     503: "service_unavailable_error",
 }
 # Headers that decide access: exactly one of each, or the request is refused.
-_SINGLE = ("authorization", "origin")
+_SINGLE = ("authorization", "origin", "xi-api-key", "x-api-key")
 _CLOSE = (b"connection", b"close")
 
 
@@ -175,6 +175,20 @@ def _read_headers(scope: Scope) -> tuple[dict[str, str], AuthError | None]:
     )
 
 
+async def authenticate_key(state: AppState, key: str) -> str | None:
+    """The id of ``key`` if it is a valid API key, else None (store errors propagate)."""
+    d = digest(key)
+    if await state.keys.has(d):
+        return key_id(d)
+    return None
+
+
+def key_in_first_message(scope: Scope) -> bool:
+    """A WebSocket whose dialect (ElevenLabs) may carry its key in the first message."""
+    path = str(scope.get("path", ""))
+    return scope["type"] == "websocket" and path.endswith(("/stream-input", "/multi-stream-input"))
+
+
 class AccessControl:
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self.app = app
@@ -240,7 +254,13 @@ class AccessControl:
         it came with a token rather than the key itself."""
         if is_public(scope["path"]) or not await self.state.keys.enabled():
             return None, False
-        return await self._authenticate(headers, scope.get("query_string", b""))
+        query = scope.get("query_string", b"")
+        if key_in_first_message(scope) and credentials(headers, query) == (None, None):
+            # ElevenLabs clients may send the key in their first message instead: the
+            # session checks it there (and refuses the connection without one).
+            scope.setdefault("state", {})["key_pending"] = True
+            return None, False
+        return await self._authenticate(headers, query)
 
     async def _rate_limited(self, scope: Scope, receive: Receive, send: Send, kid: str) -> bool:
         """Answers 429 (and returns True) when the key is over its request rate (503 when
@@ -348,9 +368,9 @@ class AccessControl:
     async def _authenticate(self, headers: dict[str, str], query: bytes) -> tuple[str, bool]:
         key, token = credentials(headers, query)
         if key is not None:
-            d = digest(key)
-            if await self.state.keys.has(d):
-                return key_id(d), False
+            kid = await authenticate_key(self.state, key)
+            if kid is not None:
+                return kid, False
             raise AuthError(401, "invalid_api_key", "the API key is not valid")
         if token is not None:
             kid = self.state.tokens.verify(token)
@@ -362,8 +382,9 @@ class AccessControl:
         raise AuthError(
             401,
             "missing_api_key",
-            "an API key is required: send "
-            "'Authorization: Bearer <key>', or ?token= from POST /v1/tokens",
+            "an API key is required: send 'Authorization: Bearer <key>' (or the "
+            "dialect's own header: xi-api-key, 'Authorization: Token <key>', X-API-Key), "
+            "or ?token= from POST /v1/tokens",
         )
 
     async def _deny(self, scope: Scope, send: Send, exc: AuthError) -> None:

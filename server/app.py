@@ -39,6 +39,7 @@ from server.state.tokens import ResumeTokens, shared_secret
 from server.state.voices import MemoryVoiceStore, RedisVoiceStore, VoiceCache, VoiceStore
 from server.streaming.chunker import ChunkPolicy
 from server.voices import registry as voice_registry
+from server.ws import dialect_routes
 from server.ws.native import NativeSession
 
 if TYPE_CHECKING:
@@ -325,6 +326,14 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             *voices_api.ROUTES,  # /v1/voices… (issue 4)
             Route("/metrics", metrics_route),
             WebSocketRoute("/v1/stream", stream),
+            WebSocketRoute(
+                "/v1/text-to-speech/{voice_id}/stream-input", dialect_routes.elevenlabs_single
+            ),
+            WebSocketRoute(
+                "/v1/text-to-speech/{voice_id}/multi-stream-input", dialect_routes.elevenlabs_multi
+            ),
+            WebSocketRoute("/v1/speak", dialect_routes.deepgram),
+            WebSocketRoute("/tts/websocket", dialect_routes.cartesia),
             Route("/v1/audio/speech", speech.speech, methods=["POST"]),
             Route("/v1/models", speech.models),
             Route("/v1/tokens", mint_token, methods=["POST"]),

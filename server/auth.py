@@ -342,11 +342,17 @@ def credentials(headers: dict[str, str], query_string: bytes) -> tuple[str | Non
     key = None
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        # Bearer, or Deepgram's "Token <key>"
+        if scheme.lower() not in ("bearer", "token") or not value.strip():
             raise AuthError(
-                401, "invalid_authorization", "the Authorization header must be 'Bearer <api key>'"
+                401,
+                "invalid_authorization",
+                "the Authorization header must be 'Bearer <api key>' (or 'Token <api key>')",
             )
         key = value.strip()
+    else:
+        # the vendors' own headers: ElevenLabs' xi-api-key, Cartesia's X-API-Key
+        key = headers.get("xi-api-key") or headers.get("x-api-key") or None
     token = query.get("token", [None])[-1]
     return key, token
 

@@ -15,11 +15,22 @@ class Metrics:
         self.active_sessions = Gauge(
             "voxwire_active_sessions", "WebSocket sessions open now.", registry=r
         )
-        self.sessions = Counter("voxwire_sessions", "Sessions started.", ["engine"], registry=r)
+        self.connections = Gauge(
+            "voxwire_active_connections",
+            "WebSocket connections open now, by wire protocol (native or a dialect).",
+            ["protocol"],
+            registry=r,
+        )
+        self.sessions = Counter(
+            "voxwire_sessions",
+            "Streams started (a dialect's context counts as one), by engine and protocol.",
+            ["engine", "protocol"],
+            registry=r,
+        )
         self.ttfa = Histogram(
             "voxwire_time_to_first_audio_seconds",
             "From the first chunk of an utterance being ready to its first frame sent.",
-            ["engine"],
+            ["engine", "protocol"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

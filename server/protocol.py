@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-Encoding = Literal["opus", "pcm_s16le", "mulaw"]
+Encoding = Literal["opus", "pcm_s16le", "pcm_s16be", "mulaw", "alaw"]
 
 OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
 OPUS_FRAME_MS: Final = (10, 20, 40, 60)
@@ -53,6 +53,8 @@ class Start(msgspec.Struct, tag="start", kw_only=True, forbid_unknown_fields=Tru
     language: str | None = None
     speed: Annotated[float, msgspec.Meta(ge=0.5, le=2.0)] = 1.0
     output: OutputFormat | None = None
+    # "word": a ``words`` event after each chunk's ``segment`` with its words' times
+    timings: Literal["word"] | None = None
     # Resume a session: it keeps its own settings, so the fields above are left out.
     resume: ResumeRequest | None = None
 
@@ -115,6 +117,24 @@ class Segment(msgspec.Struct, tag="segment", kw_only=True):
     first_frame: int
 
 
+class WordTiming(msgspec.Struct, kw_only=True):
+    """One word of a segment and when the listener hears it."""
+
+    text: str
+    char: int  # where the word starts in the segment's text (code points)
+    start: float  # seconds from the stream's first frame, on the output timeline
+    end: float
+
+
+class Words(msgspec.Struct, tag="words", kw_only=True, omit_defaults=True):
+    """Word timings of a segment (``start.timings: "word"``); a segment may get more than
+    one (one per sentence the engine made)."""
+
+    segment: int
+    words: list[WordTiming]
+    estimated: bool = False  # True: from a duration rule, not the engine's alignment
+
+
 class Flushed(msgspec.Struct, tag="flushed"):
     pass
 
@@ -134,7 +154,7 @@ class Error(msgspec.Struct, tag="error", kw_only=True, omit_defaults=True):
     resume: ResumeHint | None = None  # sent only when the session can be resumed
 
 
-ServerMessage = Ready | Segment | Flushed | Cancelled | Done | Error
+ServerMessage = Ready | Segment | Words | Flushed | Cancelled | Done | Error
 
 _client_decoder: Final = msgspec.json.Decoder(ClientMessage)
 _encoder: Final = msgspec.json.Encoder()

@@ -250,6 +250,7 @@ async def stream_speech(
         state.workers,
         state.metrics,
         state.chunk_policy,
+        protocol="http",
     )
     frames = file.frames
     out = p.OutputFormat(

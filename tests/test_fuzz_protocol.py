@@ -91,7 +91,7 @@ IDLE_AFTER_BATCH_S = 2.0  # the active-sessions gauge returns to 0 within this
 NORMAL_TEXT = "The quick brown fox jumps over the lazy dog."
 MIN_RECALL = 0.6
 
-SERVER_TYPES = {"ready", "segment", "flushed", "cancelled", "done", "error"}
+SERVER_TYPES = {"ready", "segment", "words", "flushed", "cancelled", "done", "error"}
 
 
 def _documented_errors() -> tuple[set[str], dict[str, set[int]]]:

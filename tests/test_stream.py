@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.dialects.wire import ffmpeg_decode
 from tests.support import (
     Received,
     ServerProcess,
@@ -238,3 +239,75 @@ async def test_ten_sessions_at_once_get_their_own_audio(server: ServerProcess) -
         # no audio crosses sessions: what it heard matches its own text best
         others = [word_recall(t, heard) for j, t in enumerate(TEN_TEXTS) if j != i]
         assert own > max(others) + 0.2, (TEN_TEXTS[i], heard, others)
+
+
+async def test_cancel_after_end_still_stops_the_audio(server: ServerProcess) -> None:
+    """Barge-in works until the last frame: after 'end' too. The audio stops, then
+    'cancelled', 'done' (counting the frames sent) and a normal close."""
+    long_text = " ".join([PARAGRAPH] * 4)
+    async with await connect(server.ws_url) as ws:
+        await send(ws, type="start", output={"encoding": "opus", "sample_rate": 24000})
+        rec = await recv_until(ws, Received(), stop="ready")
+        await send(ws, type="text", text=long_text)
+        await send(ws, type="end")
+        await recv_until(ws, rec, frames=10, timeout=30)
+        await send(ws, type="cancel")
+        await recv_until(ws, rec)
+    kinds = [e["type"] for e in rec.events]
+    assert kinds[-2:] == ["cancelled", "done"], kinds
+    assert rec.close_code == 1000
+    assert rec.events[-1]["frames"] == len(rec.frames)
+    # no frame after 'cancelled', and far less than the whole text
+    at = next(n for n, (k, e) in enumerate(rec.order) if k == "event" and e["type"] == "cancelled")
+    assert all(k == "event" for k, _ in rec.order[at:])
+    assert len(rec.frames) * 0.02 < 20
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate", "ffmpeg_fmt"), [("alaw", 8000, "alaw"), ("pcm_s16be", 16000, "s16be")]
+)
+async def test_telephony_encodings_decode_with_ffmpeg(
+    server: ServerProcess, encoding: str, rate: int, ffmpeg_fmt: str
+) -> None:
+    text = "Our meeting with the bank has moved to Thursday afternoon."
+    async with await connect(server.ws_url) as ws:
+        await send(ws, type="start", output={"encoding": encoding, "sample_rate": rate})
+        rec = await recv_until(ws, Received(), stop="ready")
+        await send(ws, type="text", text=text)
+        await send(ws, type="end")
+        await recv_until(ws, rec)
+    assert rec.close_code == 1000
+    assert all(len(f) == rate // 50 * (2 if encoding == "pcm_s16be" else 1) for f in rec.frames)
+    x, r = ffmpeg_decode(b"".join(rec.frames), ffmpeg_fmt, rate)
+    assert word_recall(text, transcribe(x, r)) >= 0.5
+
+
+async def test_word_timings_follow_each_segment(server: ServerProcess) -> None:
+    text = "Our meeting with the bank has moved to Thursday afternoon. Open the window."
+    async with await connect(server.ws_url) as ws:
+        await send(
+            ws, type="start", timings="word", output={"encoding": "pcm_s16le", "sample_rate": 16000}
+        )
+        rec = await recv_until(ws, Received(), stop="ready")
+        await send(ws, type="text", text=text)
+        await send(ws, type="end")
+        await recv_until(ws, rec)
+    segments = {e["index"]: e for e in rec.of("segment")}
+    words = rec.of("words")
+    assert words and {w["segment"] for w in words} == set(segments)
+    spoken = []
+    last = 0.0
+    for ev in words:
+        seg = segments[ev["segment"]]
+        for w in ev["words"]:
+            assert seg["text"][w["char"] : w["char"] + len(w["text"])] == w["text"]
+            assert w["start"] >= last - 1e-6 and w["end"] >= w["start"]
+            # a segment's words start no earlier than its first frame
+            assert w["start"] >= seg["first_frame"] * 0.02 - 1e-6
+            last = w["start"]
+            spoken.append(w["text"])
+    assert (
+        " ".join(spoken)
+        == "Our meeting with the bank has moved to Thursday afternoon Open the window"
+    )
+    assert last <= len(rec.frames) * 0.02

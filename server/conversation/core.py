@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-import numpy as np
 import structlog
 
 from server import protocol as p
@@ -27,17 +26,18 @@ from server.conversation import setup
 from server.conversation.phase import Phase, check, started, takes_text
 from server.conversation.ports import NullSink, Sink, Worker
 from server.conversation.setup import StreamSpec
+from server.conversation.timings import SegmentClock
 from server.conversation.types import (
     CLOSE_NORMAL,
     CLOSE_SERVICE_RESTART,
     DRAIN_MESSAGE,
     Fatal,
     Outgoing,
-    Restore,
 )
 from server.engines.base import EngineError
 from server.engines.jobs import (
     ChunkDone,
+    ChunkTimings,
     EngineFailed,
     Job,
     Output,
@@ -61,8 +61,10 @@ class Conversation:
         metrics: Metrics,
         chunk_policy: ChunkPolicy | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        protocol: str = "native",
     ) -> None:
         self.id = session_id
+        self.protocol = protocol  # the wire protocol, a metrics label
         self.settings = settings
         self.workers = workers
         self.metrics = metrics
@@ -77,6 +79,8 @@ class Conversation:
         self.notify: Callable[[], None] = lambda: None  # the outbox got something
         self.generation = 0
         self.resumed = False
+        self.timings = False  # word timings wanted (a ``words`` event per segment)
+        self.segment_clock = SegmentClock()
         self.draining = False
         self.drain_when_idle = False  # close once the running utterance is done
         self.close_after: tuple[int, str] | None = None  # once the outbox is empty
@@ -151,7 +155,7 @@ class Conversation:
             raise p.ProtocolError("already_started", "this session has already started")
         self._go(Phase.STREAMING)
         self._use(spec)
-        self.metrics.sessions.labels(spec.engine).inc()
+        self.metrics.sessions.labels(spec.engine, self.protocol).inc()
         self.put(
             p.Ready(
                 session_id=self.id,
@@ -180,42 +184,6 @@ class Conversation:
     def _chunk_pcm(self) -> bool:
         """Whether the worker should hand a chunk's engine audio over whole first."""
         return self.sink.journaling and self.spec is not None and self.spec.worker.chunk_pcm
-
-    def restore(self, r: Restore, spec: StreamSpec, resume_token: str, **ready: object) -> None:
-        """Take over a resumed session: replay its frames from ``r.next_frame``, then
-        synthesize the text it accepted and had not synthesized yet, marks in place."""
-        self.rename(r.session_id)
-        self.resumed = True
-        self.start(spec, resume_token, **ready)
-        if r.carry:  # the start of the next frame, cut at the last chunk's end
-            spec.pipeline.carry_in(np.frombuffer(r.carry, dtype=np.float32))
-        self.frames_sent = r.next_frame
-        self.segments = r.segments
-        self.chars_in = r.chars_in
-        self.marks_in = r.marks_in
-        for message, frame in r.replay:
-            if message:
-                self.outbox.put_message(message, droppable=True)
-            self.outbox.put_frame(frame)
-        pos = r.done_chars
-        if r.chunk is not None:  # finish the chunk in progress from its engine audio
-            ch = r.chunk
-            job = self._job("chunk", ch.text, index=ch.index)
-            job.audio, job.skip_frames = ch.audio, ch.skip_frames
-            spec.worker.submit(job)
-            self.pending_chars += len(ch.text)
-            self.segments = max(self.segments, ch.index + 1)
-            pos += len(ch.text)
-        for offset, kind in r.marks:  # already in the journal
-            self._submit_chunks(self.chunker.push(r.text[pos:offset]))
-            pos = offset
-            self._apply_mark(kind)
-        self._submit_chunks(self.chunker.push(r.text[pos:]))
-        if r.finished:
-            self._go(Phase.CLOSING)
-            self.outbox.put_message(p.Done(frames=0))
-            self.close_after = (CLOSE_NORMAL, "done")
-        self.notify()
 
     # ------------------------------------------------------------------ intents
 
@@ -276,15 +244,27 @@ class Conversation:
         self._submit_marker(kind)
 
     def cancel(self) -> None:
-        """Barge-in: drop queued text and unsent audio, then say ``cancelled``."""
-        self.require_open("cancel")
+        """Barge-in: drop queued text and unsent audio, then say ``cancelled``. It works
+        until the last frame has left: after ``end`` (or a drain's last utterance) too,
+        and then the conversation ends at once, as ``end`` would have."""
+        if not started(self.phase):
+            raise p.ProtocolError("not_started", "'cancel' before 'start'; send 'start' first")
         if self.closed:
             return
-        self.drop_work()
+        ending = self.phase is not Phase.STREAMING
+        self.drop_work()  # a queued 'done' goes too: it is put again after 'cancelled'
         self.chunker.clear()
         # the dropped text and unsent frames go from the journal too
         self.sink.cancel(self.frames_sent, self.chars_in, self.marks_in)
-        self.put(p.Cancelled())
+        self.outbox.put_message(p.Cancelled())
+        if ending and (self.close_after is None or self.close_after[0] == CLOSE_NORMAL):
+            if self.phase is Phase.ENDING:
+                self._go(Phase.CLOSING)
+            self.outbox.put_message(p.Done(frames=0), droppable=True)
+            self.close_after = (CLOSE_NORMAL, "done")
+        elif self.drain_when_idle and self.close_after is None:
+            self._drain_close()  # nothing left to finish before the node goes
+        self.notify()
 
     def ack(self, frame: int) -> None:
         """The client has played up to ``frame`` (acks keep coming after 'end')."""
@@ -324,6 +304,7 @@ class Conversation:
             speed=s.speed,
             first=first,
             index=index,
+            timings=self.timings and kind == "chunk",
         )
 
     def _pieces(self, chunk: str, first: bool) -> list[str]:
@@ -382,9 +363,10 @@ class Conversation:
         for item in items:
             if isinstance(item, bytes):
                 self.outbox.put_frame(item)
-            elif isinstance(item, SegmentStart):
-                # first_frame is filled in when the sender reaches it (frames are
-                # numbered in send order, and barge-in drops queued ones).
+            elif isinstance(item, SegmentStart | ChunkTimings):
+                # first_frame (and the words' times) are filled in when the sender
+                # reaches it: frames are numbered in send order, and barge-in drops
+                # queued ones.
                 self.outbox.put_message(item, droppable=True)
             elif isinstance(item, ChunkDone):
                 self._chunk_done(item)
@@ -407,7 +389,7 @@ class Conversation:
             if self.drain_when_idle and self.idle():
                 self._drain_close()
             return
-        self.outbox.put_message(p.Done(frames=0))
+        self.outbox.put_message(p.Done(frames=0), droppable=True)
         self._go(Phase.CLOSING)
         self.close_after = (CLOSE_NORMAL, "done")
 
@@ -468,10 +450,19 @@ class Conversation:
             t0 = self._first_chunk_t0.pop(item.index, None)
             if t0 is not None:
                 self._ttfa_t0 = t0
+            self.segment_clock.reached(
+                item.index, self.frames_sent * self.outbox.frame_s, item.text
+            )
             item = p.Segment(index=item.index, text=item.text, first_frame=self.frames_sent)
+        elif isinstance(item, ChunkTimings):
+            words = self.segment_clock.words(item)
+            return (False, words) if words is not None else self.pop()
         elif isinstance(item, p.Done):
             item = p.Done(frames=self.frames_sent)
         return False, item
+
+    def frame_next(self) -> bool:
+        return self.outbox.frame_next()
 
     def sent(self, nbytes: int) -> None:
         """A frame of ``nbytes`` left: count it, time the first audio, let the engine on."""
@@ -483,7 +474,7 @@ class Conversation:
         if self._ttfa_t0 is not None:
             dt = self.clock() - self._ttfa_t0
             self.ttfa.append(dt)
-            self.metrics.ttfa.labels(self.engine_name).observe(dt)
+            self.metrics.ttfa.labels(self.engine_name, self.protocol).observe(dt)
             self._ttfa_t0 = None
         if self.spec is not None and self.can_take_work():
             self.spec.worker.wake()

@@ -12,12 +12,35 @@ that took audio slower than ``slow_consumer_min_rate`` over that window.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sized
 from dataclasses import dataclass
+from typing import Protocol
 
 from server.config import Settings
-from server.conversation.core import Conversation
-from server.conversation.phase import started
+from server.conversation.phase import Phase, started
 from server.conversation.types import CLOSE_POLICY
+
+
+class Watched(Protocol):
+    """What the rules read: a ``Conversation``, or a dialect connection's contexts
+    taken together (server/ws/contexts.py)."""
+
+    @property
+    def phase(self) -> Phase: ...
+
+    @property
+    def unsent_s(self) -> float: ...
+
+    @property
+    def outbox(self) -> Sized: ...
+
+    @property
+    def audio_s_sent(self) -> float: ...
+
+    @property
+    def socket_unsent_s(self) -> float: ...
+
+    def busy(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +62,7 @@ class Liveness:
     def client_message(self, now: float) -> None:
         self.last_client_msg = now
 
-    def check(self, conv: Conversation, now: float, sending: bool) -> Fault | None:
+    def check(self, conv: Watched, now: float, sending: bool) -> Fault | None:
         """The fault to end ``conv`` with at ``now`` (``sending``: a send is in progress)."""
         return (
             self._timeouts(conv, now)
@@ -47,7 +70,7 @@ class Liveness:
             or self._take_rate(conv, now, sending)
         )
 
-    def _timeouts(self, conv: Conversation, now: float) -> Fault | None:
+    def _timeouts(self, conv: Watched, now: float) -> Fault | None:
         s = self.settings
         if not started(conv.phase) and now - self.connected_at > s.start_timeout_s:
             return Fault("start_timeout", f"no 'start' within {s.start_timeout_s:g} s")
@@ -61,7 +84,7 @@ class Liveness:
             return Fault("idle_timeout", f"no message for {s.idle_timeout_s:g} s")
         return None
 
-    def _unsent(self, conv: Conversation, now: float) -> Fault | None:
+    def _unsent(self, conv: Watched, now: float) -> Fault | None:
         s = self.settings
         if conv.unsent_s < s.max_unsent_audio_s:
             self.over_limit_since = None
@@ -72,7 +95,7 @@ class Liveness:
             return Fault("slow_consumer", self._slow_message(conv, None))
         return None
 
-    def _take_rate(self, conv: Conversation, now: float, sending: bool) -> Fault | None:
+    def _take_rate(self, conv: Watched, now: float, sending: bool) -> Fault | None:
         """How fast the client took audio over the last ``slow_consumer_timeout_s``, if
         audio waited for it all that time. A client that stopped reading leaves the
         sender stuck in one send once the socket buffers are full: the unsent-audio
@@ -96,7 +119,7 @@ class Liveness:
             return None
         return Fault("slow_consumer", self._slow_message(conv, rate))
 
-    def _slow_message(self, conv: Conversation, rate: float | None) -> str:
+    def _slow_message(self, conv: Watched, rate: float | None) -> str:
         s = self.settings
         took = "" if rate is None else f"took {rate:.2f} s of audio per second and "
         return (

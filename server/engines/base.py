@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -40,6 +41,26 @@ class EngineInfo(msgspec.Struct, kw_only=True):
     streaming: bool  # True when audio of one chunk arrives in pieces before the chunk is done
 
 
+class WordSpan(msgspec.Struct, array_like=True, frozen=True):
+    """A word of the text an engine was given and when it is spoken: ``[start, end)`` in
+    that text; ``t0``/``t1`` in seconds from the start of the piece of audio that carries
+    it (``t0`` is negative for a word begun in an earlier piece)."""
+
+    start: int
+    end: int
+    t0: float
+    t1: float
+
+
+@dataclass(slots=True)
+class Timed:
+    """A piece of audio with the words that end in it (``TimedEngine``)."""
+
+    audio: Audio
+    words: list[WordSpan]
+    estimated: bool = False  # times spread by phoneme count, not the model's alignment
+
+
 class EngineError(Exception):
     """The engine could not synthesize; ``code`` goes to the client in an error event."""
 
@@ -73,4 +94,14 @@ class Engine(Protocol):
         """How the engine will split ``text`` into separate generations, as spans of it,
         or None when it makes a chunk in one go. A conversation that journals (resume)
         submits an engine's pieces as chunks of their own, so each leaves when made."""
+        ...
+
+
+class TimedEngine(Engine, Protocol):
+    """An engine that can say when each word is spoken (Piper, from its phoneme
+    alignments). The worker asks for it only when a job wants word timings."""
+
+    def synthesize_timed(self, text: str, voice: str, speed: float) -> Iterator[Audio | Timed]:
+        """As ``synthesize``, but a piece may come as ``Timed``: its audio and the words
+        of ``text`` that end in it. A piece without known words comes as plain audio."""
         ...

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
 import numpy as np
 
 from server.engines import ipc
-from server.engines.base import Engine, EngineError
+from server.engines.base import Audio, Engine, EngineError, Timed
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -62,9 +63,8 @@ def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
         if isinstance(msg, ipc.Cancel):
             continue  # for a request already over
         try:
-            for piece in engine.synthesize(msg.text, msg.voice, msg.speed):
-                audio = np.ascontiguousarray(piece, dtype="<f4").tobytes()
-                conn.send_bytes(ipc.encode(ipc.Piece(msg.id, audio)))
+            for piece in _pieces(engine, msg):
+                conn.send_bytes(ipc.encode(_piece(msg.id, piece)))
                 if conn.poll(0):
                     nxt = ipc.decode_to_engine(conn.recv_bytes())
                     if isinstance(nxt, ipc.Cancel) and nxt.id == msg.id:
@@ -83,3 +83,18 @@ def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
         conn.send_bytes(ipc.encode(ipc.Finished(msg.id, rss, retiring)))
         if retiring:
             return
+
+
+def _pieces(engine: Engine, msg: ipc.Synthesize) -> Iterator[Audio | Timed]:
+    timed = getattr(engine, "synthesize_timed", None) if msg.timed else None
+    if timed is not None:
+        pieces: Iterator[Audio | Timed] = timed(msg.text, msg.voice, msg.speed)
+        return pieces
+    return engine.synthesize(msg.text, msg.voice, msg.speed)
+
+
+def _piece(req_id: int, piece: Audio | Timed) -> ipc.Piece:
+    if isinstance(piece, Timed):
+        audio = np.ascontiguousarray(piece.audio, dtype="<f4").tobytes()
+        return ipc.Piece(req_id, audio, piece.words, piece.estimated)
+    return ipc.Piece(req_id, np.ascontiguousarray(piece, dtype="<f4").tobytes())

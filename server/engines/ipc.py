@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from server.engines.base import EngineInfo, VoiceInfo
+from server.engines.base import EngineInfo, VoiceInfo, WordSpan
 
 
 class Hello(msgspec.Struct, tag="hello"):
@@ -24,6 +24,7 @@ class Synthesize(msgspec.Struct, tag="synth"):
     text: str
     voice: str
     speed: float
+    timed: bool = False  # word timings wanted: pieces come with their words
 
 
 class Cancel(msgspec.Struct, tag="cancel"):
@@ -35,6 +36,10 @@ class Cancel(msgspec.Struct, tag="cancel"):
 class Piece(msgspec.Struct, tag="piece"):
     id: int
     audio: bytes  # mono float32, little-endian, at the engine's rate
+    # The words that end in this piece (a timed request): spans of the request's text,
+    # seconds from the piece's start. None: no timings for this piece.
+    words: list[WordSpan] | None = None
+    estimated: bool = False
 
 
 class Finished(msgspec.Struct, tag="done"):

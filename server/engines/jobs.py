@@ -14,7 +14,7 @@ from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from server.engines.base import Audio
+from server.engines.base import Audio, Timed
 from server.streaming.pipeline import AudioPipeline
 
 
@@ -51,6 +51,29 @@ class ChunkDone:
 
 
 @dataclass(slots=True)
+class WordTime:
+    """A word of a chunk and when it is heard."""
+
+    start: int  # character span [start, end) in the job's chunk text (Job.text)
+    end: int
+    t0: float  # seconds from the chunk's first output sample (after speed and resampling)
+    t1: float
+
+
+@dataclass(slots=True)
+class ChunkTimings:
+    """When the words of a chunk are spoken (a job with ``timings``): one or more per
+    chunk (one per engine sentence), each after the chunk's SegmentStart."""
+
+    index: int  # the segment index (as the chunk's SegmentStart.index)
+    # Where the chunk's first sample lies after the start of the frame that SegmentStart
+    # precedes: the framer's samples carried over from the previous chunk, in seconds.
+    offset_s: float
+    words: list[WordTime]
+    estimated: bool = False  # spread by phoneme count, not the model's own durations
+
+
+@dataclass(slots=True)
 class UtteranceDone:
     """All audio of an utterance up to a flush/end marker has been delivered."""
 
@@ -67,7 +90,7 @@ class EngineFailed:
     chars: int = 0  # text of the failed chunk, given up on (no retry)
 
 
-Output = bytes | SegmentStart | ChunkPcm | ChunkDone | UtteranceDone | EngineFailed
+Output = bytes | SegmentStart | ChunkPcm | ChunkTimings | ChunkDone | UtteranceDone | EngineFailed
 
 
 class Stream:
@@ -147,6 +170,8 @@ class Job:
     # dropping the first ``skip_frames`` frames (another node already sent them).
     audio: Audio | None = None
     skip_frames: int = 0
+    # Word timings wanted (ChunkTimings), from an engine that can tell (TimedEngine)
+    timings: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
     # EngineWorker preemption: the loop sets yield_requested to have the running job
     # pause at its next slice; where it stopped is kept in paused (for that worker only).
@@ -159,7 +184,7 @@ class Paused:
     """Where a paused chunk job stopped: the engine's iterator and the piece in hand."""
 
     worker: object
-    pieces: Iterator[Audio]
+    pieces: Iterator[Audio | Timed]
     pending: list[Output]
     piece: Audio | None = None
     offset: int = 0
@@ -167,6 +192,7 @@ class Paused:
     active_s: float = 0.0  # time spent running, pauses excluded
     first_s: float | None = None
     audio_n: int = 0
+    offset_s: float = 0.0  # the framer's carry before the chunk (ChunkTimings.offset_s)
 
 
 class FairQueue:

@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -43,7 +43,7 @@ import numpy as np
 import structlog
 
 from server.engines import host, ipc
-from server.engines.base import Audio, EngineError, EngineInfo, VoiceInfo
+from server.engines.base import Audio, EngineError, EngineInfo, Timed, VoiceInfo
 from server.engines.child import Child, exit_text, spawn
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class _Request:
     deadline_s: float
     key: str
     started: float = field(default_factory=time.monotonic)
-    out: queue.SimpleQueue[Audio | _Ended] = field(default_factory=queue.SimpleQueue)
+    out: queue.SimpleQueue[Audio | Timed | _Ended] = field(default_factory=queue.SimpleQueue)
     over: bool = False  # its end (finished, failed, died) has been put in ``out``
 
 
@@ -184,6 +184,16 @@ class ProcessEngine:
         return None  # one generation per chunk
 
     def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
+        p, req = self._start(text, voice, speed, timed=False)
+        return self._audio(p, req)
+
+    def synthesize_timed(self, text: str, voice: str, speed: float) -> Iterator[Audio | Timed]:
+        """As ``synthesize``, with the words that end in each piece where the engine in
+        the process can tell (Piper's ``synthesize_timed``)."""
+        p, req = self._start(text, voice, speed, timed=True)
+        return self._pieces(p, req)
+
+    def _start(self, text: str, voice: str, speed: float, timed: bool) -> tuple[_Proc, _Request]:
         key = _key(voice, text)
         self._check_quarantine(key, text)
         o = self.options
@@ -193,10 +203,18 @@ class ProcessEngine:
             req = _Request(self._next_id, text, voice, deadline_s, key)
         p = self._checkout(req)
         # If it died before the request reached it, its reader thread reports the death.
-        p.send(ipc.Synthesize(req.id, text, voice, speed))
-        return self._pieces(p, req)
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed))
+        return p, req
 
-    def _pieces(self, p: _Proc, req: _Request) -> Iterator[Audio]:
+    def _audio(self, p: _Proc, req: _Request) -> Iterator[Audio]:
+        pieces = self._pieces(p, req)
+        try:
+            for item in pieces:
+                yield item.audio if isinstance(item, Timed) else item
+        finally:
+            pieces.close()  # stopped early: the process gets its Cancel now
+
+    def _pieces(self, p: _Proc, req: _Request) -> Generator[Audio | Timed, None, None]:
         try:
             while True:
                 item = req.out.get()
@@ -346,7 +364,7 @@ class ProcessEngine:
                 elif isinstance(msg, ipc.Piece):
                     req = p.current
                     if req is not None and req.id == msg.id and not req.over:
-                        req.out.put(np.frombuffer(msg.audio, dtype="<f4"))
+                        req.out.put(_received(msg))
                 elif isinstance(msg, ipc.Finished | ipc.Failed):
                     if msg.id == 0:  # the engine could not load
                         assert isinstance(msg, ipc.Failed)
@@ -440,6 +458,11 @@ class ProcessEngine:
             exit=how,
             chars=len(req.text) if req is not None else 0,
         )
+
+
+def _received(msg: ipc.Piece) -> Audio | Timed:
+    audio = np.frombuffer(msg.audio, dtype="<f4")
+    return audio if msg.words is None else Timed(audio, msg.words, msg.estimated)
 
 
 def _key(voice: str, text: str) -> str:

@@ -32,10 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import structlog
 
-from server.engines.base import Audio, Engine, EngineError, to_pcm16
+from server.engines.base import Audio, Engine, EngineError, Timed, WordSpan, to_pcm16
 from server.engines.jobs import (
     ChunkDone,
     ChunkPcm,
+    ChunkTimings,
     EngineFailed,
     FairQueue,
     Job,
@@ -45,12 +46,15 @@ from server.engines.jobs import (
     SegmentStart,
     Stream,
     UtteranceDone,
+    WordTime,
 )
+from server.engines.timing import remap
 from server.streaming.normalize import audio_budget_s, speakable
 
 __all__ = [  # the job types are imported from here by the engines and the core
     "ChunkDone",
     "ChunkPcm",
+    "ChunkTimings",
     "EngineFailed",
     "EngineWorker",
     "FairQueue",
@@ -61,6 +65,7 @@ __all__ = [  # the job types are imported from here by the engines and the core
     "SegmentStart",
     "Stream",
     "UtteranceDone",
+    "WordTime",
 ]
 
 log = structlog.get_logger("voxwire.worker")
@@ -211,34 +216,62 @@ class EngineWorker:
             run.send([EngineFailed(exc.code, exc.message, chars=len(job.text))])
             return False
 
-    def synthesize(self, job: Job) -> Iterator[Audio]:
+    def synthesize(self, job: Job) -> Iterator[Audio | Timed]:
         """The engine's audio for a chunk: from its text made safe to speak
         (server/streaming/normalize.py: what espeak-ng crashes on, emoji, symbol runs),
-        and no longer than that text can take; what runs past the bound is cut."""
+        and no longer than that text can take; what runs past the bound is cut. With
+        ``job.timings``, pieces may come ``Timed``, their words as spans of ``job.text``."""
         spoken = speakable(job.text)
         if not spoken:
             return
-        budget = int(audio_budget_s(spoken, job.speed) * self.engine.sample_rate)
-        pieces = self.engine.synthesize(spoken, job.voice, job.speed)
+        rate = self.engine.sample_rate
+        budget = int(audio_budget_s(spoken, job.speed) * rate)
+        pieces = self._engine_pieces(job, spoken)
         n = 0
         try:
-            for piece in pieces:
+            for item in pieces:
+                piece = item.audio if isinstance(item, Timed) else item
                 if n + len(piece) > budget:
-                    yield piece[: budget - n]
+                    yield _cut(item, budget - n, rate, spoken, job.text)
                     log.warning(
                         "engine_output_cut",
                         engine=self.engine.name,
                         chars=len(spoken),
-                        budget_s=round(budget / self.engine.sample_rate, 2),
+                        budget_s=round(budget / rate, 2),
                     )
                     self.on_output_cut()
                     return
                 n += len(piece)
-                yield piece
+                yield _cut(item, len(piece), rate, spoken, job.text)
         finally:
             close = getattr(pieces, "close", None)  # a generator, or a plain iterator
             if close is not None:
                 close()  # the engine stops (a process engine gets Cancel)
+
+    def _engine_pieces(self, job: Job, spoken: str) -> Iterator[Audio | Timed]:
+        timed = getattr(self.engine, "synthesize_timed", None) if job.timings else None
+        if timed is not None:
+            pieces: Iterator[Audio | Timed] = timed(spoken, job.voice, job.speed)
+            return pieces
+        return self.engine.synthesize(spoken, job.voice, job.speed)
+
+
+def _cut(item: Audio | Timed, n: int, rate: int, spoken: str, text: str) -> Audio | Timed:
+    """A piece's first ``n`` samples; a timed piece keeps the words heard in them, as
+    spans of the client's ``text`` (the engine spoke ``spoken``, its normalised form)."""
+    if not isinstance(item, Timed):
+        return item[:n] if n < len(item) else item
+    end_s = n / rate
+    try:
+        words = [
+            WordSpan(w.start, w.end, w.t0, min(w.t1, end_s))
+            for w in remap(spoken, text, item.words)
+            if w.t0 < end_s
+        ]
+    except Exception as exc:  # no timings for this piece rather than no audio
+        log.warning("word_timing_failed", error=f"{type(exc).__name__}: {exc}")
+        words = []
+    return Timed(item.audio[:n], words, item.estimated)
 
 
 class _Run:
@@ -302,18 +335,34 @@ class _Run:
         head: list[Output] = [] if job.skip_frames else [SegmentStart(job.index, job.text)]
         if job.audio is not None:
             return Paused(self.worker, iter([job.audio]), head)
+        pipe = job.stream.pipeline
+        # The chunk's first sample follows what the framer holds of the previous chunk.
+        offset_s = pipe.pending_samples / pipe.encoder.sample_rate
         if not job.stream.wants_chunk_pcm():
-            return Paused(self.worker, self.worker.synthesize(job), head)
+            return Paused(self.worker, self.worker.synthesize(job), head, offset_s=offset_s)
         # The whole chunk first, journaled before its first frame leaves. Piper makes a
         # sentence at once anyway; a chunk of several sentences waits for all of them.
         whole: list[Audio] = []
+        n = 0
         for part in self.worker.synthesize(job):
             if not self.live():
                 return None
-            whole.append(part)
+            whole.append(self._unpack(part, n, offset_s, head))
+            n += len(whole[-1])
         audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
         head.append(ChunkPcm(job.index, len(job.text), to_pcm16(audio)))
-        return Paused(self.worker, iter([audio]), head)
+        return Paused(self.worker, iter([audio]), head, offset_s=offset_s)
+
+    def _unpack(self, item: Audio | Timed, at_n: int, offset_s: float, out: list[Output]) -> Audio:
+        """A piece's audio; the words of a timed one go to ``out`` as ChunkTimings, timed
+        from the chunk's first sample (the piece starts ``at_n`` engine samples in)."""
+        if not isinstance(item, Timed):
+            return item
+        if item.words:
+            at = at_n / self.worker.engine.sample_rate
+            words = [WordTime(w.start, w.end, max(0.0, w.t0 + at), w.t1 + at) for w in item.words]
+            out.append(ChunkTimings(self.job.index, offset_s, words, item.estimated))
+        return item.audio
 
     def _pump(self, r: Paused) -> bool:
         """Engine pieces through the pipeline until the chunk ends or a yield is asked;
@@ -321,11 +370,12 @@ class _Run:
         job = self.job
         while not job.yield_requested:
             if r.piece is None:
-                piece = next(r.pieces, None)
-                if piece is None:
+                item = next(r.pieces, None)
+                if item is None:
                     return True
                 if not self.live():
                     return False
+                piece = self._unpack(item, r.audio_n, r.offset_s, r.pending)
                 if r.first_s is None:
                     r.first_s = r.active_s + time.perf_counter() - self.t0
                 r.audio_n += len(piece)

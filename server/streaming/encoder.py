@@ -1,8 +1,18 @@
-"""Frame encoders: Opus (libopus via opuslib_next), raw PCM s16le and G.711 µ-law."""
+"""Frame encoders and the factory that picks one for a stream's encoding.
+
+Opus (libopus via opuslib_next) and its streamed Ogg pages are here; linear PCM is in
+server/streaming/pcm.py, G.711 µ-law/A-law in g711.py and MP3 (LAME) in mp3.py, all
+re-exported from this module.
+
+Buffering encoders (``mp3``, ``ogg_opus``) may return b"" from ``encode`` and have a
+``flush()`` for the end of an utterance: a consumer skips empty frames and calls
+``flush_encoder(encoder)`` after the pipeline's ``finish()``, sending what it returns.
+"""
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -11,20 +21,42 @@ import opuslib_next
 import opuslib_next.api.ctl
 import opuslib_next.api.encoder
 
+from server.streaming.g711 import AlawEncoder, MulawEncoder
+from server.streaming.mp3 import MP3_RATES, Mp3Encoder, mp3_default_bitrate
+from server.streaming.ogg import OggOpusWriter
+from server.streaming.pcm import (
+    Float32Frames,
+    PcmF32Encoder,
+    PcmS16BeEncoder,
+    PcmS16Encoder,
+    check_frame,
+    float_to_s16,
+)
+
 __all__ = [
     "ENCODINGS",
+    "MP3_RATES",
     "OPUS_FRAME_MS",
     "OPUS_RATES",
+    "AlawEncoder",
     "AudioEncoder",
+    "Float32Frames",
+    "FlushingEncoder",
+    "Mp3Encoder",
     "MulawEncoder",
+    "OggOpusEncoder",
     "OpusEncoder",
+    "PcmF32Encoder",
+    "PcmS16BeEncoder",
     "PcmS16Encoder",
     "default_bitrate",
     "float_to_s16",
+    "flush_encoder",
     "make_encoder",
+    "pre_skip",
 ]
 
-ENCODINGS = ("opus", "pcm_s16le", "mulaw")
+ENCODINGS = ("opus", "pcm_s16le", "mulaw", "alaw", "pcm_s16be", "pcm_f32le", "mp3", "ogg_opus")
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # 2.5 and 5 ms frames are CELT-only (no SILK for speech), so they are not offered.
 OPUS_FRAME_MS = (10, 20, 40, 60)
@@ -62,133 +94,30 @@ class AudioEncoder(Protocol):
         ...
 
 
-def _frame_samples(sample_rate: int, frame_ms: int) -> int:
-    if sample_rate <= 0:
-        raise ValueError(f"sample rate must be positive, got {sample_rate}")
-    if frame_ms <= 0 or (sample_rate * frame_ms) % 1000:
-        raise ValueError(f"frame_ms {frame_ms} is not a whole number of samples at {sample_rate}")
-    return sample_rate * frame_ms // 1000
+@runtime_checkable
+class FlushingEncoder(AudioEncoder, Protocol):
+    """An encoder that buffers (mp3, ogg_opus): ``encode`` may return b"", and the end of
+    an utterance needs ``flush()``."""
+
+    def flush(self) -> bytes:
+        """End of the utterance or stream: everything still held; b"" if nothing is."""
+        ...
 
 
-def _check_frame(frame: npt.NDArray[np.float32], n: int) -> None:
-    if frame.shape != (n,):
-        raise ValueError(f"expected a frame of {n} samples, got shape {frame.shape}")
-
-
-def float_to_s16(
-    x: npt.NDArray[np.float32], scratch: npt.NDArray[np.float32], out: npt.NDArray[np.int16]
-) -> npt.NDArray[np.int16]:
-    """float [-1, 1] -> int16 (x * 32768, round to nearest, clipped) into preallocated buffers."""
-    # 32768 makes int16 -> float (v / 32768) -> int16 exact; +1.0 clips to 32767.
-    np.multiply(x, np.float32(32768.0), out=scratch)
-    np.rint(scratch, out=scratch)
-    np.clip(scratch, -32768.0, 32767.0, out=scratch)
-    np.copyto(out, scratch, casting="unsafe")
-    return out
-
-
-class PcmS16Encoder:
-    """Raw little-endian signed 16-bit PCM."""
-
-    lookahead = 0
-
-    def __init__(self, sample_rate: int, frame_ms: int) -> None:
-        self.encoding = "pcm_s16le"
-        self.sample_rate = sample_rate
-        self.frame_samples = _frame_samples(sample_rate, frame_ms)
-        self._scratch = np.empty(self.frame_samples, dtype=np.float32)
-        self._s16 = np.empty(self.frame_samples, dtype="<i2")
-
-    def encode(self, frame: npt.NDArray[np.float32]) -> bytes:
-        _check_frame(frame, self.frame_samples)
-        return float_to_s16(frame, self._scratch, self._s16).tobytes()
-
-    def reset(self) -> None:
-        pass  # stateless
-
-
-class Float32Frames:
-    """Frames as float32 bytes, for a consumer that encodes them itself (a file muxer)."""
-
-    lookahead = 0
-
-    def __init__(self, sample_rate: int, frame_ms: int) -> None:
-        self.encoding = "float32"
-        self.sample_rate = sample_rate
-        self.frame_samples = _frame_samples(sample_rate, frame_ms)
-
-    def encode(self, frame: npt.NDArray[np.float32]) -> bytes:
-        _check_frame(frame, self.frame_samples)
-        return frame.astype(np.float32, copy=False).tobytes()
-
-    def reset(self) -> None:
-        pass  # stateless
+def flush_encoder(encoder: AudioEncoder) -> bytes:
+    """End of an utterance, after the pipeline's ``finish()``: the bytes the encoder still
+    holds (an MP3 tail, the Ogg EOS page), to send after its frames; b"" for the
+    encoders that hold nothing (opus, PCM, G.711)."""
+    return encoder.flush() if isinstance(encoder, FlushingEncoder) else b""
 
 
 def pre_skip(encoder: AudioEncoder) -> int:
     """The Ogg/Opus pre-skip of a stream from ``encoder``: its lookahead at 48 kHz
-    (RFC 7845 §4.2); 0 for encodings without one."""
+    (RFC 7845 §4.2); 0 for encodings without one, and for ``ogg_opus``, whose OpusHead
+    carries it to the decoder itself."""
     if encoder.encoding != "opus":
         return 0
     return encoder.lookahead * 48000 // encoder.sample_rate
-
-
-def _build_ulaw_table() -> npt.NDArray[np.uint8]:
-    """µ-law code for every int16 value, indexed by the value's uint16 bit pattern.
-
-    Follows the ITU-T G.711 µ-law encoding rule as implemented by the ITU's reference
-    software (G.191 STL ulaw_compress): the 16-bit sample is cut to a 14-bit sign-magnitude
-    value (one's complement for negatives, so -1 is "negative zero"), biased by 33, clipped
-    to 8191; the segment is the position of the top bit, the mantissa the next four bits, and
-    the whole code is inverted. (Python's audioop and Sun's g711.c truncate negatives the
-    other way and differ by one step on 508 of the 65536 inputs.)
-    """
-    v = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.int16).astype(np.int32)
-    neg = v < 0
-    absno = (np.where(neg, ~v, v) >> 2) + 33
-    np.minimum(absno, 0x1FFF, out=absno)
-    # segno - 1 = bit length of absno >> 6 (0..7), by a small lookup.
-    bitlen = np.zeros(128, dtype=np.int32)
-    for i in range(1, 128):
-        bitlen[i] = i.bit_length()
-    segno = bitlen[absno >> 6] + 1
-    mantissa = (absno >> segno) & 0x0F
-    code = ((8 - segno) << 4) | (0x0F - mantissa)
-    code = np.where(neg, code, code | 0x80)
-    table: npt.NDArray[np.uint8] = code.astype(np.uint8)
-    table.flags.writeable = False
-    return table
-
-
-_ULAW_TABLE = _build_ulaw_table()
-
-
-class MulawEncoder:
-    """G.711 µ-law, one byte per sample (normally 8 kHz for telephony).
-
-    Hand-written with numpy: the stdlib audioop module is deprecated since Python 3.11 and
-    removed in 3.13. Encoding is float -> int16 (as PcmS16Encoder) -> a 64 Ki-entry table
-    lookup, i.e. two vectorised passes per frame.
-    """
-
-    lookahead = 0
-
-    def __init__(self, sample_rate: int, frame_ms: int) -> None:
-        self.encoding = "mulaw"
-        self.sample_rate = sample_rate
-        self.frame_samples = _frame_samples(sample_rate, frame_ms)
-        self._scratch = np.empty(self.frame_samples, dtype=np.float32)
-        self._s16 = np.empty(self.frame_samples, dtype=np.int16)
-        self._codes = np.empty(self.frame_samples, dtype=np.uint8)
-
-    def encode(self, frame: npt.NDArray[np.float32]) -> bytes:
-        _check_frame(frame, self.frame_samples)
-        s16 = float_to_s16(frame, self._scratch, self._s16)
-        np.take(_ULAW_TABLE, s16.view(np.uint16), out=self._codes)
-        return self._codes.tobytes()
-
-    def reset(self) -> None:
-        pass  # stateless
 
 
 class OpusEncoder:
@@ -276,7 +205,7 @@ class OpusEncoder:
         }
 
     def encode(self, frame: npt.NDArray[np.float32]) -> bytes:
-        _check_frame(frame, self.frame_samples)
+        check_frame(frame, self.frame_samples)
         # Float input straight to opus_encode_float: measured ~3-7% cheaper per frame than
         # converting to int16 for opus_encode (libopus works in float internally), and the
         # reused ctypes buffers avoid opuslib's per-call output allocation and copies.
@@ -302,6 +231,75 @@ def default_bitrate(sample_rate: int) -> int:
     return 32000
 
 
+class OggOpusEncoder:
+    """Ogg Opus, streamed: an OpusEncoder's packets as Ogg pages (RFC 7845), sent at once.
+
+    The first ``encode`` of a stream returns the OpusHead and OpusTags header pages before
+    its audio; then every ``packets_per_page`` packets close a page (1, the default: a page
+    per frame, for the lowest latency, at 28 bytes of page header per frame). The frames
+    in between return b"". All bytes joined make a valid .opus file. ``flush()`` returns
+    the EOS page (empty when every packet already went out on its own page, so the end is
+    not trimmed: the decoded audio ends with the pipeline's silent padding, under a frame
+    plus the lookahead) and resets the Opus encoder, so the next ``encode`` begins a new
+    logical stream (new serial, fresh headers): a chained Ogg file, one link per
+    utterance. ``reset()`` (barge-in) resets only the Opus encoder; the Ogg stream goes on.
+    """
+
+    def __init__(self, opus: OpusEncoder, packets_per_page: int = 1) -> None:
+        if packets_per_page < 1:
+            raise ValueError(f"packets_per_page must be at least 1, got {packets_per_page}")
+        self.encoding = "ogg_opus"
+        self.opus = opus
+        self.sample_rate = opus.sample_rate
+        self.frame_samples = opus.frame_samples
+        self.lookahead = opus.lookahead  # in the OpusHead's pre-skip, not the client's job
+        self.packets_per_page = packets_per_page
+        self._packet_48k = opus.frame_samples * 48000 // opus.sample_rate
+        self._pre_skip = opus.lookahead * 48000 // opus.sample_rate
+        self._ogg: OggOpusWriter | None = None  # the logical stream being written
+        self._on_page = 0
+
+    @property
+    def serial(self) -> int | None:
+        """The current logical stream's serial number; None between streams."""
+        return None if self._ogg is None else self._ogg.serial
+
+    def encode(self, frame: npt.NDArray[np.float32]) -> bytes:
+        packet = self.opus.encode(frame)
+        out = b""
+        if self._ogg is None:
+            self._ogg = OggOpusWriter(self.sample_rate, pre_skip=self._pre_skip)
+            out = self._ogg.headers()
+        out += self._ogg.packet(packet, self._packet_48k)
+        self._on_page += 1
+        if self._on_page >= self.packets_per_page:
+            self._on_page = 0
+            out += self._ogg.close_page()
+        return out
+
+    def flush(self) -> bytes:
+        """End the logical stream: its last page, flagged EOS; b"" if none was begun."""
+        if self._ogg is None:
+            return b""
+        tail = self._ogg.finish()
+        self._ogg = None
+        self._on_page = 0
+        self.opus.reset()  # the next link's decoder starts cold, so must the encoder
+        return tail
+
+    def reset(self) -> None:
+        self.opus.reset()
+
+
+_PLAIN: dict[str, Callable[[int, int], AudioEncoder]] = {
+    "pcm_s16le": PcmS16Encoder,
+    "pcm_s16be": PcmS16BeEncoder,
+    "pcm_f32le": PcmF32Encoder,
+    "mulaw": MulawEncoder,
+    "alaw": AlawEncoder,
+}
+
+
 def make_encoder(
     encoding: str,
     sample_rate: int,
@@ -313,24 +311,38 @@ def make_encoder(
     dtx: bool = False,
     application: Application = "voip",
 ) -> AudioEncoder:
-    """Build the encoder for a stream's `encoding` ("opus", "pcm_s16le" or "mulaw").
+    """Build the encoder for a stream's `encoding`, one of ENCODINGS.
 
-    bitrate None picks default_bitrate(sample_rate); the Opus-only settings are ignored for
-    PCM and µ-law.
+    - "opus": raw Opus packets, one per frame (the client needs ``pre_skip``).
+    - "ogg_opus": the same packets in Ogg pages (OggOpusEncoder): a streamable .opus file.
+    - "pcm_s16le", "pcm_s16be" (RTP L16), "pcm_f32le" (clipped to [-1, 1]): raw PCM.
+    - "mulaw", "alaw": G.711, one byte per sample (telephony: 8 kHz).
+    - "mp3": CBR MP3 through LAME (Mp3Encoder), at one of MP3_RATES.
+
+    mp3 and ogg_opus buffer: skip the b"" frames they return, and call
+    ``flush_encoder(encoder)`` at the end of each utterance.
+
+    bitrate (bits/s) None picks default_bitrate(sample_rate) for Opus and
+    mp3_default_bitrate(sample_rate) for MP3 (64k up to 24 kHz, 128k above); it is ignored
+    for PCM and G.711, and so are the Opus-only settings for everything but Opus.
     """
-    if encoding == "opus":
-        return OpusEncoder(
-            sample_rate,
-            frame_ms,
-            default_bitrate(sample_rate) if bitrate is None else bitrate,
-            complexity=complexity,
-            fec=fec,
-            packet_loss_perc=packet_loss_perc,
-            dtx=dtx,
-            application=application,
+    plain = _PLAIN.get(encoding)
+    if plain is not None:
+        return plain(sample_rate, frame_ms)
+    if encoding == "mp3":
+        return Mp3Encoder(
+            sample_rate, frame_ms, mp3_default_bitrate(sample_rate) if bitrate is None else bitrate
         )
-    if encoding == "pcm_s16le":
-        return PcmS16Encoder(sample_rate, frame_ms)
-    if encoding == "mulaw":
-        return MulawEncoder(sample_rate, frame_ms)
-    raise ValueError(f"unknown encoding {encoding!r}, use one of {ENCODINGS}")
+    if encoding not in ("opus", "ogg_opus"):
+        raise ValueError(f"unknown encoding {encoding!r}, use one of {ENCODINGS}")
+    opus = OpusEncoder(
+        sample_rate,
+        frame_ms,
+        default_bitrate(sample_rate) if bitrate is None else bitrate,
+        complexity=complexity,
+        fec=fec,
+        packet_loss_perc=packet_loss_perc,
+        dtx=dtx,
+        application=application,
+    )
+    return opus if encoding == "opus" else OggOpusEncoder(opus)

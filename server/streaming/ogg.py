@@ -47,7 +47,8 @@ class OggOpusWriter:
     """Builds an Ogg Opus stream page by page.
 
     Call headers() first, then packet() for every Opus packet, then finish(). Each returns the
-    bytes of the pages it completed, ready to append to a file or a response body.
+    bytes of the pages it completed, ready to append to a file or a response body. A live
+    stream calls close_page() to send a page before it is full.
 
     Audio pages close once they hold about one second of audio (or all 255 lacing values), so
     a player can start on a stream that is still being written. A full page is only sent out
@@ -174,6 +175,19 @@ class OggOpusWriter:
             self._page_full = True
         return bytes(out)
 
+    def close_page(self) -> bytes:
+        """Close the page being filled now and return it (b"" if it holds no packet).
+
+        For live streams, where a page must not wait for a second of audio: call it after
+        each packet() (or every few) to send the audio at once. The final page may then
+        hold no packet, so finish() writes an empty EOS page and cannot trim the end.
+        """
+        if not self._started:
+            raise RuntimeError("headers() must be written before pages")
+        if self._finished or not self._lacing:
+            return b""
+        return self._flush()
+
     def finish(self, trim_48k: int = 0) -> bytes:
         """Write the last page with EOS; its granule drops the final `trim_48k` samples.
 
@@ -186,7 +200,8 @@ class OggOpusWriter:
             raise RuntimeError("stream already finished")
         self._finished = True
         if self._page_granule == _NO_GRANULE:
-            # No audio at all: an empty EOS page closes the stream.
+            # No audio since the last page (none at all, or close_page() sent it): an empty
+            # EOS page closes the stream.
             self._page_granule = self._granule
         else:
             trim = max(0, min(trim_48k, self._page_granule - self._prev_granule))

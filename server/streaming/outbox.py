@@ -51,6 +51,10 @@ class Outbox:
         self.frames_queued = 0
         return dropped
 
+    def frame_next(self) -> bool:
+        """Whether the next item is a frame (a sender may put several in one message)."""
+        return bool(self._items) and isinstance(self._items[0], bytes)
+
     @property
     def audio_s(self) -> float:
         return self.frames_queued * self.frame_s

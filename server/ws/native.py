@@ -15,27 +15,24 @@ import contextlib
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
 from server import admission
 from server import protocol as p
-from server.auth import key_of, key_still_valid
+from server.auth import key_of
 from server.conversation import setup
 from server.conversation.core import Conversation
 from server.conversation.liveness import Liveness
 from server.conversation.phase import started
+from server.conversation.restore import restore_into
 from server.conversation.types import (
-    CLOSE_POLICY,
     CLOSE_SERVICE_RESTART,
     CLOSE_SESSION_MOVED,
-    CLOSE_TOO_BIG,
-    CLOSE_UNSUPPORTED,
     DRAIN_MESSAGE,
     Fatal,
 )
@@ -44,8 +41,7 @@ from server.journal_sink import JournalSink
 from server.state.sessions import SessionStore
 from server.tasks import cancel_all
 from server.voices.registry import ensure_voice
-from server.ws import resume
-from server.ws_protocol import UNSENT_BYTES
+from server.ws import edge, resume
 
 if TYPE_CHECKING:
     from server.appstate import AppState
@@ -53,9 +49,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("voxwire.session")
 
 
-_WATCHDOG_PERIOD_S = 0.25
-_SLOT_REFRESH_S = 20.0  # well inside the limiter's slot_ttl_s
-_KEY_CHECK_S = 2.0  # a revoked key's sessions end within this (plus the key ring's cache)
 _HEARTBEAT_S = 1.0  # the journal's record is kept alive (and checked for a takeover) this often
 
 
@@ -81,8 +74,7 @@ class NativeSession:
         self.journal: Journal | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sending = False
-        probe = ws.scope.get("extensions", {}).get(UNSENT_BYTES)
-        self._unsent_bytes: Callable[[], int] = probe if callable(probe) else (lambda: 0)
+        self._unsent_bytes = edge.unsent_probe(ws)
 
     @property
     def session_id(self) -> str:
@@ -104,6 +96,7 @@ class NativeSession:
             return
         st = self.state
         st.metrics.active_sessions.inc()
+        st.metrics.connections.labels("native").inc()
         st.sessions.add(self)
         self._tasks = [
             asyncio.create_task(self._sender(), name=f"send-{self.slot}"),
@@ -119,6 +112,7 @@ class NativeSession:
         await cancel_all(self._tasks)
         st = self.state
         st.metrics.active_sessions.dec()
+        st.metrics.connections.labels("native").dec()
         st.sessions.discard(self)
         if self.journal is not None:
             # A finished session is forgotten; any other keeps its state for resume.
@@ -142,19 +136,9 @@ class NativeSession:
             if self.conv.closed:
                 continue
             self.liveness.client_message(time.monotonic())
-            text = msg.get("text")
-            if text is None:
-                await self._fail(
-                    "binary_not_allowed",
-                    "client messages must be JSON text; binary messages are not accepted",
-                    CLOSE_UNSUPPORTED,
-                )
-                continue
-            if len(text) > limit // 4 and len(text.encode()) > limit:
-                # uvicorn enforces the same limit on the wire; this guards other servers.
-                await self._fail(
-                    "message_too_large", f"message exceeds {limit} bytes", CLOSE_TOO_BIG
-                )
+            text = edge.text_of(msg, limit)
+            if isinstance(text, edge.Refused):
+                await self._fail(text.code, text.message, text.close_code)
                 continue
             try:
                 await self._handle(p.decode_client_message(text))
@@ -213,6 +197,7 @@ class NativeSession:
                 speed=spec.speed,
                 output=spec.output,
                 started_at=time.time() - (time.monotonic() - self.liveness.connected_at),
+                timings=msg.timings == "word",
             )
             frames = resume.replay_frames(self.settings.replay_window_s, spec.output.frame_ms)
             try:
@@ -223,6 +208,7 @@ class NativeSession:
                 return
             self._open_journal(store, 0, 0, b"")
             token = self._mint_token()
+        self.conv.timings = msg.timings == "word"
         self.conv.start(spec, token)
         self._log_start()
 
@@ -258,8 +244,10 @@ class NativeSession:
         st.metrics.resumes.inc()
         assert st.session_store is not None
         self.conv.rename(snap.session_id)  # before the journal, which writes under it
+        self.conv.timings = meta.timings
         self._open_journal(st.session_store, snap.frames, snap.segments, snap.carry)
-        self.conv.restore(
+        restore_into(
+            self.conv,
             resume.restore_of(taken),
             spec,
             self._mint_token(snap.epoch),
@@ -369,10 +357,7 @@ class NativeSession:
     async def _close(self, code: int, reason: str, timeout: float | None = None) -> None:
         self.close_code = code
         self.close_reason = reason
-        if self.ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(timeout or self.settings.close_grace_s):
-                    await self.ws.close(code, reason)
+        await edge.close(self.ws, code, reason, timeout or self.settings.close_grace_s)
 
     async def _fail(
         self, code: str, message: str, close_code: int, resume: p.ResumeHint | None = None
@@ -416,51 +401,28 @@ class NativeSession:
 
     async def _watchdog(self) -> None:
         s = self.settings
-        now = time.monotonic()
-        refresh_at = now + _SLOT_REFRESH_S
-        key_check_at = now + _KEY_CHECK_S
+        keys = edge.KeyWatch(self.state, self.key_id, self.slot)
         heartbeat_s = min(_HEARTBEAT_S, s.resume_window_s / 3)
-        heartbeat_at = now + heartbeat_s
+        heartbeat_at = time.monotonic() + heartbeat_s
         while not self.conv.closed:  # a lost cancel still ends the loop
-            await asyncio.sleep(_WATCHDOG_PERIOD_S)
+            await asyncio.sleep(edge.WATCHDOG_PERIOD_S)
             now = time.monotonic()
             if self.journal is not None and now >= heartbeat_at:
                 heartbeat_at = now + heartbeat_s
                 await self.journal.heartbeat()
-            if self.key_id is not None and now >= refresh_at:
-                refresh_at = now + _SLOT_REFRESH_S
-                await admission.refresh_slot(self.state, self.key_id, self.slot)
-            if self.key_id is not None and now >= key_check_at:
-                key_check_at = now + _KEY_CHECK_S
-                if await self._key_revoked():
-                    await self._fail(
-                        "key_revoked",
-                        "the API key this session was opened with was revoked",
-                        CLOSE_POLICY,
-                    )
-                    return
-            self._sample_socket()
-            fault = self.liveness.check(self.conv, now, self._sending)
+            keys.key_id = self.key_id
+            if await keys.revoked(now):
+                r = edge.REVOKED
+                await self._fail(r.code, r.message, r.close_code)
+                return
+            conv = self.conv
+            conv.socket_sampled(
+                edge.unsent_audio_s(self._unsent_bytes(), conv.bytes_sent, conv.audio_s_sent)
+            )
+            fault = self.liveness.check(conv, now, self._sending)
             if fault is not None:
                 await self._fail(fault.code, fault.message, fault.close_code)
                 return
-
-    async def _key_revoked(self) -> bool:
-        """True only when the store says the key is gone (None, cannot tell: go on)."""
-        assert self.key_id is not None
-        try:
-            async with asyncio.timeout(self.settings.state_write_timeout_s):
-                return await key_still_valid(self.state, self.key_id) is False
-        except (RedisError, OSError, TimeoutError):
-            return False
-
-    def _sample_socket(self) -> None:
-        conv = self.conv
-        unsent = 0.0
-        if conv.bytes_sent and conv.audio_s_sent > 0:
-            per_s = conv.bytes_sent / conv.audio_s_sent
-            unsent = min(self._unsent_bytes() / per_s, conv.audio_s_sent)
-        conv.socket_sampled(unsent)
 
     # ------------------------------------------------------------------ logging
 
@@ -486,5 +448,7 @@ class NativeSession:
 
 
 def _encode(msg: object) -> str:
-    assert isinstance(msg, p.Ready | p.Segment | p.Flushed | p.Cancelled | p.Done | p.Error)
+    assert isinstance(
+        msg, p.Ready | p.Segment | p.Words | p.Flushed | p.Cancelled | p.Done | p.Error
+    )
     return p.encode_server_message(msg)

@@ -43,6 +43,7 @@ class SessionMeta(msgspec.Struct, kw_only=True):
     speed: float
     output: p.OutputFormat
     started_at: float  # wall clock: max_session_s counts from here, across resumes
+    timings: bool = False  # start.timings: "word"
 
 
 class Refused(Exception):

@@ -11,8 +11,17 @@ from server.config import Settings
 from server.conversation import setup
 from server.conversation.core import Conversation
 from server.conversation.phase import Phase
+from server.conversation.restore import restore_into
 from server.conversation.types import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, Restore, ResumedChunk
-from server.engines.jobs import ChunkDone, EngineFailed, Job, SegmentStart, UtteranceDone
+from server.engines.jobs import (
+    ChunkDone,
+    ChunkTimings,
+    EngineFailed,
+    Job,
+    SegmentStart,
+    UtteranceDone,
+    WordTime,
+)
 from server.metrics import Metrics
 from server.streaming.chunker import ChunkPolicy
 from tests.conversation.fakes import FakeEngine, RecordingSink, RecordingWorker
@@ -175,7 +184,7 @@ def test_end_then_done_closes_normally_and_refuses_more_text() -> None:
     with pytest.raises(p.ProtocolError) as e:
         r.conv.text("more")
     assert e.value.code == "session_ending" and "'text' after 'end'" in e.value.message
-    for intent in ("flush", "cancel", "end"):
+    for intent in ("flush", "end"):
         with pytest.raises(p.ProtocolError):
             getattr(r.conv, intent)()
     while r.piper.queued:
@@ -460,7 +469,9 @@ def test_restore_replays_then_finishes_the_chunk_and_the_rest_in_order() -> None
         chunk=ResumedChunk(1, chunk_text, np.zeros(1600, np.float32), skip_frames=2),
         finished=False,
     )
-    r.conv.restore(restore, spec, "token2", resumed=True, next_frame=7, chars_accepted=len(text))
+    restore_into(
+        r.conv, restore, spec, "token2", resumed=True, next_frame=7, chars_accepted=len(text)
+    )
     assert r.conv.id == "old-session" and r.conv.resumed
     out = r.out()
     ready = out[0]
@@ -493,7 +504,7 @@ def test_restore_of_a_finished_session_only_replays_and_closes() -> None:
         chunk=None,
         finished=True,
     )
-    r.conv.restore(restore, spec, "t")
+    restore_into(r.conv, restore, spec, "t")
     assert phase_of(r) is Phase.CLOSING and not r.piper.queued
     out = r.out()
     assert out[-1] == p.Done(frames=1) and r.conv.close_after == (CLOSE_NORMAL, "done")
@@ -504,9 +515,9 @@ def test_restore_of_a_finished_session_only_replays_and_closes() -> None:
     [
         ("awaiting", "not_started"),
         ("streaming", None),
-        ("ending", "session_ending"),
-        ("closing", "session_ending"),
-        ("draining", "server_draining"),
+        ("ending", None),
+        ("closing", None),
+        ("draining", None),
         ("closed", None),
     ],
 )
@@ -537,6 +548,84 @@ def test_cancel_in_each_state(state: str, code: str | None) -> None:
     r.conv.cancel()
     if state == "closed":
         assert r.out() == [] and r.conv.generation == gen  # nothing more happens
-    else:
+    elif state == "streaming":
         assert r.out() == [p.Cancelled()] and r.conv.generation == gen + 1
         assert phase_of(r) is Phase.STREAMING and not r.piper.queued
+    else:
+        # Barge-in after 'end': the audio stops now, and the conversation ends as 'end'
+        # would have: 'cancelled', then 'done' counting only the frames sent, then 1000.
+        out = r.out()
+        assert not any(isinstance(o, bytes) for o in out)
+        assert [o for o in out if not isinstance(o, bytes)] == [
+            p.Cancelled(),
+            p.Done(frames=r.conv.frames_sent),
+        ]
+        assert r.conv.generation == gen + 1 and not r.piper.queued
+        assert phase_of(r) is Phase.CLOSING and r.conv.close_after == (CLOSE_NORMAL, "done")
+        r.conv.on_output(gen, [FRAME, UtteranceDone("end")])  # late output of dropped work
+        assert r.out() == []
+
+
+def test_word_timings_land_on_the_stream_timeline() -> None:
+    """A chunk's word times (from its first sample) become stream times: its segment's
+    first frame, plus the samples carried into that frame, plus the word's offset."""
+    r = Rig()
+    r.conv.timings = True
+    r.start()
+    r.conv.text("Hello there. ")
+    r.conv.flush()
+    job = r.piper.pop()
+    assert job.timings  # the worker is asked for them
+    words = [WordTime(0, 5, 0.05, 0.3), WordTime(6, 11, 0.35, 0.6)]
+    r.conv.on_output(
+        job.generation,
+        [
+            SegmentStart(job.index, job.text),
+            *[FRAME] * 4,
+            ChunkTimings(job.index, 0.01, words),
+        ],
+    )
+    r.out()  # 4 frames sent before the next chunk
+    job2 = r.piper.pop()
+    r.conv.text("Bye now. ")
+    r.conv.flush()
+    job3 = r.piper.pop()
+    r.conv.on_output(
+        job3.generation,
+        [
+            SegmentStart(job3.index, job3.text),
+            ChunkTimings(job3.index, 0.004, [WordTime(0, 3, 0.1, 0.2)]),
+        ],
+    )
+    out = [o for o in r.out() if isinstance(o, p.Words)]
+    assert job2.kind == "flush"
+    assert out == [
+        p.Words(
+            segment=job3.index,
+            words=[p.WordTiming(text="Bye", char=0, start=0.184, end=0.284)],
+        )
+    ]
+    # the first chunk's words came out right after its frames were queued
+    r2 = Rig()
+    r2.conv.timings = True
+    r2.start()
+    r2.conv.text("Hello there. ")
+    r2.conv.flush()
+    j = r2.piper.pop()
+    r2.conv.on_output(
+        j.generation,
+        [SegmentStart(j.index, j.text), ChunkTimings(j.index, 0.0, words), FRAME],
+    )
+    [ev] = [o for o in r2.out() if isinstance(o, p.Words)]
+    assert [(w.text, w.start, w.end) for w in ev.words] == [
+        ("Hello", 0.05, 0.3),
+        ("there", 0.35, 0.6),
+    ]
+
+
+def test_no_timings_unless_asked() -> None:
+    r = Rig()
+    r.start()
+    r.conv.text("Hello there. ")
+    r.conv.flush()
+    assert not r.piper.pop().timings

@@ -155,3 +155,13 @@ def test_isolation_smoke(tmp_path: Path) -> None:
     assert res.cpu_ratio > 0
     # the engine processes are counted: more processes, more resident memory
     assert res.modes[1].rss_mb > res.modes[0].rss_mb
+
+
+def test_dialects_smoke(tmp_path: Path) -> None:
+    from loadtests.bench_dialects import DialectsResult
+
+    res = _as(_run("dialects", tmp_path), DialectsResult)
+    assert [r.protocol for r in res.protocols] == ["native", "elevenlabs", "deepgram", "cartesia"]
+    for r in res.protocols:
+        assert r.turns >= 1 and 0 < r.ttfa_p50_ms <= r.done_p50_ms
+    assert res.protocols[0].ttfa_p50_minus_native_ms == 0

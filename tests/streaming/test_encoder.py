@@ -12,11 +12,20 @@ import opuslib_next.api.encoder
 import pytest
 
 from server.streaming.encoder import (
+    ENCODINGS,
+    AlawEncoder,
     AudioEncoder,
+    FlushingEncoder,
+    Mp3Encoder,
     MulawEncoder,
+    OggOpusEncoder,
     OpusEncoder,
+    PcmF32Encoder,
+    PcmS16BeEncoder,
     PcmS16Encoder,
+    flush_encoder,
     make_encoder,
+    pre_skip,
 )
 
 
@@ -318,3 +327,59 @@ def test_make_encoder_passes_options() -> None:
         make_encoder("flac", 8000, 20, None)
     with pytest.raises(ValueError, match="frame_ms"):
         make_encoder("pcm_s16le", 22050, 1, None)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate", "cls", "bytes_per_frame"),
+    [
+        ("opus", 24000, OpusEncoder, None),
+        ("ogg_opus", 24000, OggOpusEncoder, None),
+        ("pcm_s16le", 24000, PcmS16Encoder, 960),
+        ("pcm_s16be", 16000, PcmS16BeEncoder, 640),
+        ("pcm_f32le", 24000, PcmF32Encoder, 1920),
+        ("mulaw", 8000, MulawEncoder, 160),
+        ("alaw", 8000, AlawEncoder, 160),
+        ("mp3", 22050, Mp3Encoder, None),
+    ],
+)
+def test_make_encoder_builds_every_encoding(
+    encoding: str, rate: int, cls: type, bytes_per_frame: int | None
+) -> None:
+    assert encoding in ENCODINGS
+    enc = make_encoder(encoding, rate, 20, None)
+    assert isinstance(enc, cls) and isinstance(enc, AudioEncoder)
+    assert (enc.encoding, enc.sample_rate, enc.frame_samples) == (encoding, rate, rate // 50)
+    buffering = encoding in ("mp3", "ogg_opus")
+    assert isinstance(enc, FlushingEncoder) == buffering
+    if bytes_per_frame is not None:
+        assert len(enc.encode(np.zeros(enc.frame_samples, np.float32))) == bytes_per_frame
+    if not buffering:
+        assert flush_encoder(enc) == b""
+    assert pre_skip(enc) == (enc.lookahead * 48000 // rate if encoding == "opus" else 0)
+
+
+def test_encodings_are_all_buildable() -> None:
+    assert set(ENCODINGS) == {
+        "opus", "ogg_opus", "pcm_s16le", "pcm_s16be", "pcm_f32le", "mulaw", "alaw", "mp3"
+    }  # fmt: skip
+    for name in ENCODINGS:
+        assert make_encoder(name, 48000 if name != "alaw" else 8000, 20, None).encoding == name
+
+
+def test_make_encoder_ogg_opus_and_mp3_options() -> None:
+    enc = make_encoder("ogg_opus", 16000, 40, 20000, complexity=3, fec=True, packet_loss_perc=5)
+    assert isinstance(enc, OggOpusEncoder)
+    assert enc.frame_samples == 640 and enc.lookahead == enc.opus.lookahead
+    assert enc.opus.ctl_settings() == {
+        "bitrate": 20000,
+        "complexity": 3,
+        "inband_fec": 1,
+        "packet_loss_perc": 5,
+        "dtx": 0,
+    }
+    mp3 = make_encoder("mp3", 44100, 20, 192000)
+    assert isinstance(mp3, Mp3Encoder) and mp3.bitrate == 192000
+    with pytest.raises(ValueError, match="44100"):
+        make_encoder("mp3", 44000, 20, None)
+    with pytest.raises(ValueError, match="48000"):
+        make_encoder("ogg_opus", 44100, 20, None)

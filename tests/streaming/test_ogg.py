@@ -14,9 +14,18 @@ import numpy.typing as npt
 import pytest
 import soxr
 
-from server.streaming.encoder import OpusEncoder
+from server.streaming.encoder import (
+    AudioEncoder,
+    FlushingEncoder,
+    OggOpusEncoder,
+    OpusEncoder,
+    flush_encoder,
+    make_encoder,
+    pre_skip,
+)
 from server.streaming.framer import Framer
 from server.streaming.ogg import OggOpusWriter, ogg_crc32
+from server.streaming.pipeline import AudioPipeline
 
 needs_tools = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("ffmpeg", "ffprobe", "opusdec")),
@@ -261,3 +270,151 @@ def test_vendor_string_in_tags() -> None:
     pages = parse_pages(w.headers())
     tags = packets_of(pages[1:])[0]
     assert tags == b"OpusTags" + struct.pack("<I", 11) + b"voxwire 0.1" + struct.pack("<I", 0)
+
+
+# --- live streams: close_page() and the ogg_opus encoder -----------------------------------
+
+
+def test_close_page_sends_each_packet_at_once() -> None:
+    w = OggOpusWriter(48000, 312, serial=11)
+    data = w.headers()
+    with_pages = []
+    for i in range(5):
+        data += w.packet(bytes([i]) * 40, 960)
+        page = w.close_page()
+        assert w.close_page() == b""  # nothing left on the page
+        with_pages.append(page)
+        data += page
+    data += w.finish(trim_48k=500)  # nothing left to trim: an empty EOS page
+    pages = parse_pages(data)
+    check_pages(pages)
+    assert [parse_pages(p)[0].body for p in with_pages] == [bytes([i]) * 40 for i in range(5)]
+    assert [p.granule for p in pages[2:]] == [960, 1920, 2880, 3840, 4800, 4800]
+    assert pages[-1].lacing == b""
+    assert w.close_page() == b""  # after the end too
+    with pytest.raises(RuntimeError):
+        OggOpusWriter(48000, 312).close_page()
+
+
+def _links(pages: list[Page]) -> list[list[Page]]:
+    """A chained Ogg stream cut into its logical streams (BOS ... EOS)."""
+    links: list[list[Page]] = []
+    for page in pages:
+        if page.flags & 2:
+            links.append([])
+        links[-1].append(page)
+    return links
+
+
+def _utterance(p: AudioPipeline, enc: AudioEncoder, x: npt.NDArray[np.float32]) -> list[bytes]:
+    out: list[bytes] = []
+    for i in range(0, x.size, 1000):
+        out += p.push(x[i : i + 1000])
+    out += p.finish()
+    out.append(flush_encoder(enc))
+    return out
+
+
+def _ffmpeg_48k(path: Path) -> npt.NDArray[np.float32]:
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(pcm, dtype="<f4")
+
+
+def _opusdec_48k(path: Path, tmp_path: Path) -> npt.NDArray[np.float32]:
+    out = tmp_path / "opusdec.wav"
+    subprocess.run(["opusdec", "--quiet", "--rate", "48000", str(path), str(out)], check=True)
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 48000 and w.getnchannels() == 1
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    return pcm.astype(np.float32) / np.float32(32768)
+
+
+def _lines_up(y: npt.NDArray[np.float32], ref: npt.NDArray[np.float32]) -> float:
+    """Best correlation of y with ref within ±0.25 ms (SILK's match sits a little early)."""
+    n = min(y.size, ref.size) - 200
+    return max(
+        float(np.corrcoef(y[100 + lag : n + lag], ref[100:n])[0, 1]) for lag in range(-12, 13)
+    )
+
+
+@needs_tools
+@pytest.mark.parametrize(("rate", "engine_rate"), [(48000, 24000), (24000, 22050), (16000, 16000)])
+def test_ogg_opus_encoder_streams_a_valid_file(tmp_path: Path, rate: int, engine_rate: int) -> None:
+    enc = make_encoder("ogg_opus", rate, 20, None)
+    assert isinstance(enc, OggOpusEncoder) and isinstance(enc, AudioEncoder)
+    assert isinstance(enc, FlushingEncoder) and pre_skip(enc) == 0  # the OpusHead has it
+    p = AudioPipeline(engine_rate, enc)
+    x = _speechlike(engine_rate, 3.0)
+    frames = _utterance(p, enc, x)
+
+    # The first frame carries the header pages; every frame is one page, sent at once.
+    first = parse_pages(frames[0])
+    assert [len(packets_of([pg])) for pg in first] == [1, 1, 1]
+    assert packets_of(first)[0].startswith(b"OpusHead") and first[0].flags & 2
+    assert all(len(parse_pages(f)) == 1 for f in frames[1:-1])
+    pages = parse_pages(b"".join(frames))
+    check_pages(pages)
+    assert pages[-1].lacing == b"" and pages[-1].flags & 4  # the flush: an empty EOS page
+    magic, _, channels, skip, input_rate = struct.unpack("<8sBBHI", packets_of(pages)[0][:16])
+    scale = 48000 // rate
+    assert (magic, channels, skip, input_rate) == (b"OpusHead", 1, enc.lookahead * scale, rate)
+    audio = pages[2:-1]
+    assert [pg.granule for pg in audio] == [960 * (i + 1) for i in range(len(audio))]
+
+    f = tmp_path / "stream.opus"
+    f.write_bytes(b"".join(frames))
+    expected_48k = x.size * 48000 // engine_rate
+    ref = soxr.resample(x, engine_rate, 48000)
+    for y in (_ffmpeg_48k(f), _opusdec_48k(f, tmp_path)):
+        # Decoders skip the pre-skip; the end keeps the pipeline's silent padding (< a frame).
+        assert 0 <= y.size - expected_48k < 960
+        assert y.size == (len(audio) * 960) - skip
+        assert _lines_up(y, ref) > 0.9
+
+
+@needs_tools
+def test_ogg_opus_encoder_chains_utterances(tmp_path: Path) -> None:
+    enc = make_encoder("ogg_opus", 48000, 20, 32000)
+    assert isinstance(enc, OggOpusEncoder)
+    assert flush_encoder(enc) == b"" and enc.serial is None  # no stream begun yet
+    p = AudioPipeline(24000, enc)
+    x = _speechlike(24000, 1.5)
+    one = b"".join(_utterance(p, enc, x))
+    two = b"".join(_utterance(p, enc, x))
+    links = _links(parse_pages(one + two))
+    assert len(links) == 2 and links[0][0].serial != links[1][0].serial
+    for link in links:
+        check_pages(link)  # each link: its own serial, sequence from 0, BOS ... EOS
+    f1, f2 = tmp_path / "one.opus", tmp_path / "two.opus"
+    f1.write_bytes(one)
+    f2.write_bytes(one + two)
+    ref = soxr.resample(x, 24000, 48000)
+    for decode in (_ffmpeg_48k, lambda path: _opusdec_48k(path, tmp_path)):
+        y1, y2 = decode(f1), decode(f2)
+        assert y2.size == 2 * y1.size  # the second link decodes exactly like the first
+        assert _lines_up(y2[: y1.size], ref) > 0.9
+        assert _lines_up(y2[y1.size :], ref) > 0.9  # the encoder restarted with the link
+
+
+def test_ogg_opus_encoder_pages_of_several_packets_and_reset() -> None:
+    opus = OpusEncoder(24000, 20, 24000)
+    enc = OggOpusEncoder(opus, packets_per_page=3)
+    frame = np.full(480, 0.1, np.float32)
+    out = [enc.encode(frame) for _ in range(7)]
+    serial = enc.serial
+    assert [len(parse_pages(o)) for o in out] == [2, 0, 1, 0, 0, 1, 0]  # headers wait for audio
+    enc.reset()  # barge-in: the Opus state goes, the Ogg stream goes on
+    assert enc.serial == serial
+    out += [enc.encode(frame), enc.flush()]
+    pages = parse_pages(b"".join(out))
+    check_pages(pages)
+    assert [len(pg.lacing) for pg in pages[2:]] == [3, 3, 2]  # the EOS page takes the rest
+    assert [pg.granule for pg in pages[2:]] == [2880, 5760, 7680]
+    with pytest.raises(ValueError, match="packets_per_page"):
+        OggOpusEncoder(opus, packets_per_page=0)
+    with pytest.raises(ValueError, match="480"):
+        enc.encode(np.zeros(479, np.float32))
