@@ -79,6 +79,7 @@ class DialectSession:
         # (ElevenLabs' ``xi_api_key``)
         self.pending_key = pending_key
         self.finishing = False  # close_socket: close once every context is done
+        self.draining = False  # SIGTERM: then the close is 1012, with the dialect's error
         self._ended = False  # a fatal error or the close is under way
         self._tasks: list[asyncio.Task[None]] = []
         self._sending = False
@@ -323,7 +324,12 @@ class DialectSession:
                 if sent:
                     continue
                 if self.finishing and not self.contexts.any():
-                    await self._close(CLOSE_NORMAL, "done")
+                    if self.draining:  # every context is finished: say why, then 1012
+                        await self._fatal(
+                            i.DialectError("server_draining", DRAIN_MESSAGE, CLOSE_SERVICE_RESTART)
+                        )
+                    else:
+                        await self._close(CLOSE_NORMAL, "done")
                     return
                 self._has_items.clear()
                 await self._has_items.wait()
@@ -423,6 +429,7 @@ class DialectSession:
 
     def begin_drain(self) -> None:
         """Finish what every context has in hand, then close (1012)."""
+        self.draining = True
         self.finishing = True
         for c in self.contexts.open():
             self.contexts.finish(c)
