@@ -23,6 +23,14 @@ MIN_RATE: Final = 8000
 MAX_RATE: Final = 48000
 
 
+class Pacing(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """How fast frames leave: ``asap`` (as they are made) or ``realtime`` (at most
+    ``lead_ms`` ahead of the listener, for a bridge that forwards blindly)."""
+
+    mode: Literal["realtime", "asap"] = "realtime"
+    lead_ms: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 200
+
+
 class OutputFormat(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The audio format of the binary frames."""
 
@@ -30,6 +38,8 @@ class OutputFormat(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sample_rate: Annotated[int, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)] = 48000
     frame_ms: int = 20
     bitrate: Annotated[int, msgspec.Meta(ge=6000, le=510000)] | None = None
+    channels: Literal[1, 2] = 1  # 2: the mono signal in both channels, interleaved
+    pacing: Pacing | None = None  # None: as fast as frames are made
 
 
 # ---------------------------------------------------------------- client -> server

@@ -79,6 +79,8 @@ async def test_llm_token_stream_opus_is_intelligible_speech(server: ServerProces
         "sample_rate": 48000,
         "frame_ms": 20,
         "bitrate": 32000,
+        "channels": 1,
+        "pacing": None,  # as fast as frames are made
     }
     assert ready["engine"] == "piper" and ready["voice"] == "en_US-joe-medium"
     assert ready["pre_skip"] == 312
@@ -311,3 +313,63 @@ async def test_word_timings_follow_each_segment(server: ServerProcess) -> None:
         == "Our meeting with the bank has moved to Thursday afternoon Open the window"
     )
     assert last <= len(rec.frames) * 0.02
+
+
+async def test_realtime_pacing_keeps_at_most_the_lead_ahead(server: ServerProcess) -> None:
+    """output.pacing realtime: frames arrive at real time, never more than lead_ms
+    ahead of a listener who started with the first frame; a cancel then stops a
+    blind forwarder's buffer within the lead."""
+    text = "Our meeting with the bank has moved to Thursday afternoon. " * 3
+    lead = 0.2
+    async with await connect(server.ws_url) as ws:
+        await send(
+            ws,
+            type="start",
+            output={"encoding": "pcm_s16le", "sample_rate": 8000, "pacing": {"lead_ms": 200}},
+        )
+        rec = await recv_until(ws, Received(), stop="ready")
+        assert rec.events[0]["output"]["pacing"] == {"mode": "realtime", "lead_ms": 200}
+        await send(ws, type="text", text=text)
+        await send(ws, type="end")
+        await recv_until(ws, rec)
+    assert rec.close_code == 1000
+    times = rec.frame_times
+    audio_s = len(times) * 0.02
+    assert audio_s > 6
+    t0 = times[0]
+    # what a blind forwarder would hold: audio received minus audio played since t0
+    ahead = [(n + 1) * 0.02 - (t - t0) for n, t in enumerate(times)]
+    assert max(ahead) <= lead + 0.02 + 0.15, max(ahead)  # 150 ms for scheduling noise
+    # and it was not sent as fast as made: it took about the audio's length
+    assert times[-1] - t0 > audio_s - lead - 1.0
+
+
+async def test_stereo_opus_48k_for_discord_and_stereo_pcm(server: ServerProcess) -> None:
+    """output.channels 2: the speech in both channels, decoded by libopus and ffmpeg."""
+    import opuslib_next
+
+    text = "Our meeting with the bank has moved to Thursday afternoon."
+    for output in (
+        {"encoding": "opus", "sample_rate": 48000, "frame_ms": 20, "channels": 2},
+        {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 2},
+    ):
+        async with await connect(server.ws_url) as ws:
+            await send(ws, type="start", output=output)
+            rec = await recv_until(ws, Received(), stop="ready")
+            assert rec.events[0]["output"]["channels"] == 2
+            await send(ws, type="text", text=text)
+            await send(ws, type="end")
+            await recv_until(ws, rec)
+        assert rec.close_code == 1000
+        rate = int(output["sample_rate"])  # type: ignore[call-overload]
+        if output["encoding"] == "opus":
+            dec = opuslib_next.Decoder(rate, 2)
+            pcm = b"".join(dec.decode(f, rate * 120 // 1000) for f in rec.frames)
+        else:
+            assert all(len(f) == rate // 50 * 2 * 2 for f in rec.frames)
+            pcm = b"".join(rec.frames)
+        st = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768.0
+        left, right = st[:, 0], st[:, 1]
+        assert np.sqrt(np.mean(left**2)) > 0.01
+        assert np.corrcoef(left, right)[0, 1] > 0.95  # the same speech in both
+        assert word_recall(text, transcribe(left.copy(), rate)) >= 0.5

@@ -48,6 +48,7 @@ from server.engines.jobs import (
 from server.metrics import Metrics
 from server.streaming.chunker import ChunkPolicy, SentenceChunker
 from server.streaming.outbox import Outbox
+from server.streaming.pacer import Pacer
 
 log = structlog.get_logger("voxwire.conversation")
 
@@ -81,6 +82,7 @@ class Conversation:
         self.resumed = False
         self.timings = False  # word timings wanted (a ``words`` event per segment)
         self.segment_clock = SegmentClock()
+        self.pacer: Pacer | None = None  # output.pacing realtime
         self.draining = False
         self.drain_when_idle = False  # close once the running utterance is done
         self.close_after: tuple[int, str] | None = None  # once the outbox is empty
@@ -171,6 +173,9 @@ class Conversation:
     def _use(self, spec: StreamSpec) -> None:
         self.spec = spec
         self.outbox.frame_s = spec.output.frame_ms / 1000.0
+        pacing = spec.output.pacing
+        if pacing is not None and pacing.mode == "realtime" and self.pacer is None:
+            self.pacer = Pacer(self.outbox.frame_s, pacing.lead_ms / 1000.0)
         if self.stream is None:
             self.stream = Stream(
                 self.id, spec.pipeline, self.on_output, self.can_take_work, self._chunk_pcm
@@ -464,9 +469,17 @@ class Conversation:
     def frame_next(self) -> bool:
         return self.outbox.frame_next()
 
+    def pace(self) -> float:
+        """Seconds the sender waits before the next frame (``output.pacing``), else 0."""
+        if self.pacer is None or not self.outbox.frame_next():
+            return 0.0
+        return self.pacer.wait(self.clock())
+
     def sent(self, nbytes: int) -> None:
         """A frame of ``nbytes`` left: count it, time the first audio, let the engine on."""
         frame_s = self.outbox.frame_s
+        if self.pacer is not None:
+            self.pacer.sent(self.clock())
         self.bytes_sent += nbytes
         self.audio_s_sent += frame_s
         self.metrics.frames_sent.inc()

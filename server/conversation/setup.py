@@ -88,6 +88,7 @@ def build_encoder(settings: Settings, out: p.OutputFormat) -> AudioEncoder:
             packet_loss_perc=s.opus_packet_loss_perc,
             dtx=s.opus_dtx,
             application=s.opus_application,
+            channels=out.channels,
         )
     except ValueError as exc:
         raise p.ProtocolError("out_of_range", str(exc)) from None
@@ -117,6 +118,8 @@ def resolve(
         sample_rate=output.sample_rate,
         frame_ms=output.frame_ms,
         bitrate=bitrate,
+        channels=output.channels,
+        pacing=output.pacing,
     )
     pipeline = AudioPipeline(worker.engine.sample_rate, enc)
     return StreamSpec(name, worker, chosen, language, speed, out, pipeline, pre_skip(enc))

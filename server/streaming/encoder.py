@@ -121,7 +121,8 @@ def pre_skip(encoder: AudioEncoder) -> int:
 
 
 class OpusEncoder:
-    """Mono Opus through libopus (opuslib_next), one packet per frame.
+    """Opus through libopus (opuslib_next), one packet per frame; mono, or the mono
+    signal in both channels of a stereo stream (``channels=2``: Discord wants it).
 
     Settings are applied with OPUS_SET_* ctls and read back with OPUS_GET_*; a setting that
     libopus does not report back raises RuntimeError (the original opuslib could not set FEC
@@ -138,7 +139,10 @@ class OpusEncoder:
         fec: bool = False,
         packet_loss_perc: int = 0,
         dtx: bool = False,
+        channels: int = 1,
     ) -> None:
+        if channels not in (1, 2):
+            raise ValueError(f"Opus channels {channels} not supported, use 1 or 2")
         if sample_rate not in OPUS_RATES:
             raise ValueError(f"Opus sample rate {sample_rate} not supported, use {OPUS_RATES}")
         if frame_ms not in OPUS_FRAME_MS:
@@ -159,12 +163,13 @@ class OpusEncoder:
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * frame_ms // 1000
         self.application = application
-        self._enc = opuslib_next.Encoder(sample_rate, 1, _APPLICATIONS[application])
+        self.channels = channels  # stereo carries the mono signal in both channels
+        self._enc = opuslib_next.Encoder(sample_rate, channels, _APPLICATIONS[application])
         self._state = self._enc.encoder_state
         self._wanted = {
             # 510 kb/s is the format's stereo ceiling; libopus caps mono at 300 kb/s and would
             # report the capped value back, so cap it here to keep the read-back check exact.
-            "bitrate": min(bitrate, OPUS_MONO_MAX_BITRATE),
+            "bitrate": min(bitrate, OPUS_MONO_MAX_BITRATE if channels == 1 else OPUS_MAX_BITRATE),
             "complexity": complexity,
             "inband_fec": int(fec),
             "packet_loss_perc": packet_loss_perc,
@@ -173,7 +178,7 @@ class OpusEncoder:
         self._apply_settings()
         self.lookahead: int = int(self._ctl(opuslib_next.api.ctl.get_lookahead))
         # Reused per frame: libopus reads the input from and writes the packet into these.
-        self._pcm = (ctypes.c_float * self.frame_samples)()
+        self._pcm = (ctypes.c_float * (self.frame_samples * channels))()
         self._pcm_np = np.ctypeslib.as_array(self._pcm)
         self._packet = ctypes.create_string_buffer(_MAX_PACKET)
 
@@ -209,7 +214,11 @@ class OpusEncoder:
         # Float input straight to opus_encode_float: measured ~3-7% cheaper per frame than
         # converting to int16 for opus_encode (libopus works in float internally), and the
         # reused ctypes buffers avoid opuslib's per-call output allocation and copies.
-        np.copyto(self._pcm_np, frame)
+        if self.channels == 1:
+            np.copyto(self._pcm_np, frame)
+        else:  # interleaved: the same signal left and right
+            self._pcm_np[0::2] = frame
+            self._pcm_np[1::2] = frame
         n = opuslib_next.api.encoder.libopus_encode_float(
             self._state, self._pcm, self.frame_samples, self._packet, _MAX_PACKET
         )
@@ -291,6 +300,30 @@ class OggOpusEncoder:
         self.opus.reset()
 
 
+class Interleaved:
+    """A raw encoding (fixed bytes per sample) with every sample in ``channels``
+    channels, interleaved: the stereo of PCM and G.711."""
+
+    def __init__(self, inner: AudioEncoder, channels: int) -> None:
+        self.inner = inner
+        self.channels = channels
+        self.encoding = inner.encoding
+        self.sample_rate = inner.sample_rate
+        self.frame_samples = inner.frame_samples
+        self.lookahead = inner.lookahead
+        self._width = 0
+
+    def encode(self, frame: npt.NDArray[np.float32]) -> bytes:
+        mono = self.inner.encode(frame)
+        if not self._width:
+            self._width = len(mono) // self.frame_samples
+        samples = np.frombuffer(mono, dtype=f"V{self._width}")
+        return np.repeat(samples, self.channels).tobytes()
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
 _PLAIN: dict[str, Callable[[int, int], AudioEncoder]] = {
     "pcm_s16le": PcmS16Encoder,
     "pcm_s16be": PcmS16BeEncoder,
@@ -310,8 +343,10 @@ def make_encoder(
     packet_loss_perc: int = 0,
     dtx: bool = False,
     application: Application = "voip",
+    channels: int = 1,
 ) -> AudioEncoder:
-    """Build the encoder for a stream's `encoding`, one of ENCODINGS.
+    """Build the encoder for a stream's `encoding`, one of ENCODINGS, mono or (``channels``
+    2: opus and the raw encodings) the mono signal in both channels.
 
     - "opus": raw Opus packets, one per frame (the client needs ``pre_skip``).
     - "ogg_opus": the same packets in Ogg pages (OggOpusEncoder): a streamable .opus file.
@@ -328,7 +363,10 @@ def make_encoder(
     """
     plain = _PLAIN.get(encoding)
     if plain is not None:
-        return plain(sample_rate, frame_ms)
+        enc = plain(sample_rate, frame_ms)
+        return enc if channels == 1 else Interleaved(enc, channels)
+    if channels != 1 and encoding != "opus":
+        raise ValueError(f"{encoding} is mono only; channels 2 is for opus and raw PCM/G.711")
     if encoding == "mp3":
         return Mp3Encoder(
             sample_rate, frame_ms, mp3_default_bitrate(sample_rate) if bitrate is None else bitrate
@@ -344,5 +382,6 @@ def make_encoder(
         packet_loss_perc=packet_loss_perc,
         dtx=dtx,
         application=application,
+        channels=channels,
     )
     return opus if encoding == "opus" else OggOpusEncoder(opus)

@@ -331,6 +331,9 @@ class NativeSession:
         ws = self.ws
         try:
             while True:
+                if (wait := conv.pace()) > 0:  # output.pacing: at most the lead ahead
+                    await asyncio.sleep(wait)
+                    continue
                 out = conv.pop()
                 if out is None:
                     if conv.close_after is not None:

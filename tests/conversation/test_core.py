@@ -629,3 +629,35 @@ def test_no_timings_unless_asked() -> None:
     r.conv.text("Hello there. ")
     r.conv.flush()
     assert not r.piper.pop().timings
+
+
+def test_realtime_pacing_holds_frames_beyond_the_lead() -> None:
+    r = Rig()
+    paced = p.OutputFormat(
+        encoding="pcm_s16le", sample_rate=16000, frame_ms=20, pacing=p.Pacing(lead_ms=40)
+    )
+    spec = setup.resolve(r.settings, r.conv.workers, None, None, None, 1.0, paced)
+    r.conv.start(spec, "token")
+    assert spec.output.pacing == p.Pacing(mode="realtime", lead_ms=40)
+    r.conv.text("Hello there. ")
+    r.conv.flush()
+    r.run(r.piper, frames=10)
+    sent = 0
+    while sent < 4:  # the first frames go at once, up to the lead
+        wait = r.conv.pace()
+        if wait > 0:
+            break
+        o = r.conv.pop()
+        if o is not None and o[0]:
+            r.conv.sent(len(FRAME))
+            sent += 1
+    assert sent == 3 and r.conv.pace() == pytest.approx(0.02)  # 60 ms out, 40 ms lead
+    r.clock.t += 0.02
+    assert r.conv.pace() == 0.0
+    # asap (the default) never waits
+    plain = Rig()
+    plain.start()
+    plain.conv.text("Hello there. ")
+    plain.conv.flush()
+    plain.run(plain.piper, frames=10)
+    assert plain.conv.pace() == 0.0

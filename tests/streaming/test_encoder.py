@@ -383,3 +383,27 @@ def test_make_encoder_ogg_opus_and_mp3_options() -> None:
         make_encoder("mp3", 44000, 20, None)
     with pytest.raises(ValueError, match="48000"):
         make_encoder("ogg_opus", 44100, 20, None)
+
+
+def test_stereo_opus_and_interleaved_raw_carry_the_signal_in_both_channels() -> None:
+    import opuslib_next
+
+    from server.streaming.encoder import Interleaved, make_encoder
+
+    t = np.arange(960 * 50) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    enc = make_encoder("opus", 48000, 20, None, channels=2)
+    dec = opuslib_next.Decoder(48000, 2)
+    pcm = b"".join(dec.decode(enc.encode(tone[i : i + 960]), 960) for i in range(0, len(tone), 960))
+    st = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768.0
+    assert np.corrcoef(st[2000:, 0], st[2000:, 1])[0, 1] > 0.99
+    assert np.sqrt(np.mean(st[2000:, 0] ** 2)) > 0.15
+    raw = make_encoder("pcm_s16le", 8000, 20, None, channels=2)
+    assert isinstance(raw, Interleaved)
+    out = np.frombuffer(raw.encode(tone[:160]), dtype="<i2").reshape(-1, 2)
+    assert out.shape == (160, 2) and (out[:, 0] == out[:, 1]).all()
+    g711 = make_encoder("alaw", 8000, 20, None, channels=2).encode(tone[:160])
+    assert len(g711) == 320 and g711[0::2] == g711[1::2]
+    for mono_only in ("mp3", "ogg_opus"):
+        with pytest.raises(ValueError, match="mono only"):
+            make_encoder(mono_only, 48000, 20, None, channels=2)
