@@ -37,7 +37,7 @@ from server.conversation.types import (
     DRAIN_MESSAGE,
 )
 from server.dialects import intents as i
-from server.streaming.encoder import make_encoder
+from server.streaming.encoder import flush_encoder, make_encoder
 from server.tasks import cancel_all
 from server.voices.registry import ensure_voice
 from server.ws import edge
@@ -50,6 +50,13 @@ log = structlog.get_logger("voxwire.session")
 
 _FRAME_MS = 20
 _COALESCE_FRAMES = 10  # frames already queued that go out in one message (at most)
+_NATIVE: dict[str, p.Encoding] = {
+    "opus": "opus",
+    "ogg_opus": "opus",
+    "mulaw": "mulaw",
+    "alaw": "alaw",
+    "pcm_s16be": "pcm_s16be",
+}
 
 
 class DialectSession:
@@ -269,20 +276,30 @@ class DialectSession:
             if problem is not None:
                 raise p.ProtocolError(*problem)
         fmt = a.fmt
+        s = self.settings
         try:
-            encoder = make_encoder(fmt.encoding, fmt.sample_rate, _FRAME_MS, fmt.bitrate)
+            encoder = make_encoder(
+                fmt.encoding,
+                fmt.sample_rate,
+                _FRAME_MS,
+                fmt.bitrate,
+                complexity=s.opus_complexity,
+                fec=s.opus_fec,
+                packet_loss_perc=s.opus_packet_loss_perc,
+                dtx=s.opus_dtx,
+                application=s.opus_application,
+            )
         except ValueError as exc:
             raise p.ProtocolError("unsupported_output_format", str(exc)) from None
-        native = "pcm_s16le" if fmt.encoding not in ("opus", "mulaw", "alaw") else fmt.encoding
+        # The format in the native protocol's terms (logs, the frame length); the
+        # encoder above is the dialect's own.
+        out = p.OutputFormat(
+            encoding=_NATIVE.get(fmt.encoding, "pcm_s16le"),
+            sample_rate=fmt.sample_rate,
+            frame_ms=_FRAME_MS,
+        )
         spec = setup.resolve(
-            self.settings,
-            st.workers,
-            engine,
-            a.voice,
-            a.language,
-            a.speed,
-            p.OutputFormat(encoding=native, sample_rate=fmt.sample_rate, frame_ms=_FRAME_MS),  # type: ignore[arg-type]
-            encoder=encoder,
+            s, st.workers, engine, a.voice, a.language, a.speed, out, encoder=encoder
         )
         conv = Conversation(
             f"{self.id}.{op.ctx}",
@@ -385,10 +402,14 @@ class DialectSession:
         if isinstance(item, p.Cancelled):
             return [] if c.stopped else codec.render_cancelled(ctx)
         if isinstance(item, p.Done):
-            tail = c.conv.spec.pipeline.encoder if c.conv.spec is not None else None
+            spec = c.conv.spec
             out: list[i.Wire] = []
-            flush = getattr(tail, "flush", None)
-            if callable(flush) and not c.stopped and (rest := flush()):
+            # what a buffering encoder still holds (an MP3 tail, the Ogg end page)
+            if (
+                spec is not None
+                and not c.stopped
+                and (rest := flush_encoder(spec.pipeline.encoder))
+            ):
                 out.append(codec.render_audio(ctx, rest))
             self.contexts.remove(c)
             return out + codec.render_final(ctx, c.stopped)
