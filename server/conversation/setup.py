@@ -75,20 +75,34 @@ def check_language(engine_name: str, worker: Worker, language: str | None) -> No
         )
 
 
-def build_encoder(settings: Settings, out: p.OutputFormat) -> AudioEncoder:
+def encoder_for(
+    settings: Settings,
+    encoding: str,
+    sample_rate: int,
+    frame_ms: int,
+    bitrate: int | None,
+    channels: int = 1,
+) -> AudioEncoder:
+    """``make_encoder`` with the server's Opus settings (ValueError names what is wrong)."""
     s = settings
+    return make_encoder(
+        encoding,
+        sample_rate,
+        frame_ms,
+        bitrate,
+        complexity=s.opus_complexity,
+        fec=s.opus_fec,
+        packet_loss_perc=s.opus_packet_loss_perc,
+        dtx=s.opus_dtx,
+        application=s.opus_application,
+        channels=channels,
+    )
+
+
+def build_encoder(settings: Settings, out: p.OutputFormat) -> AudioEncoder:
     try:
-        return make_encoder(
-            out.encoding,
-            out.sample_rate,
-            out.frame_ms,
-            out.bitrate,
-            complexity=s.opus_complexity,
-            fec=s.opus_fec,
-            packet_loss_perc=s.opus_packet_loss_perc,
-            dtx=s.opus_dtx,
-            application=s.opus_application,
-            channels=out.channels,
+        return encoder_for(
+            settings, out.encoding, out.sample_rate, out.frame_ms, out.bitrate, out.channels
         )
     except ValueError as exc:
         raise p.ProtocolError("out_of_range", str(exc)) from None

@@ -37,7 +37,7 @@ from server.conversation.types import (
     DRAIN_MESSAGE,
 )
 from server.dialects import intents as i
-from server.streaming.encoder import flush_encoder, make_encoder
+from server.streaming.encoder import flush_encoder
 from server.tasks import cancel_all
 from server.voices.registry import ensure_voice
 from server.ws import edge
@@ -278,17 +278,7 @@ class DialectSession:
         fmt = a.fmt
         s = self.settings
         try:
-            encoder = make_encoder(
-                fmt.encoding,
-                fmt.sample_rate,
-                _FRAME_MS,
-                fmt.bitrate,
-                complexity=s.opus_complexity,
-                fec=s.opus_fec,
-                packet_loss_perc=s.opus_packet_loss_perc,
-                dtx=s.opus_dtx,
-                application=s.opus_application,
-            )
+            encoder = setup.encoder_for(s, fmt.encoding, fmt.sample_rate, _FRAME_MS, fmt.bitrate)
         except ValueError as exc:
             raise p.ProtocolError("unsupported_output_format", str(exc)) from None
         # The format in the native protocol's terms (logs, the frame length); the
