@@ -40,6 +40,23 @@ class ServerProcess(VoxwireServer):
         return self.rss()
 
 
+async def logged(
+    srv: VoxwireServer,
+    event: str,
+    where: Any = None,
+    timeout: float = 10.0,
+) -> list[dict[str, Any]]:
+    """The server's log lines for ``event`` (those ``where`` accepts), waiting until at
+    least one is there: the server writes ``session_end`` after the close frame, so a
+    client that has just seen the close may read the log a moment before the line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in srv.log_events(event) if where is None or where(e)]
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
 def get_json(url: str) -> tuple[int, Any]:
     try:
         with urllib.request.urlopen(url, timeout=10) as r:

@@ -18,6 +18,7 @@ from tests.support import (
     ServerProcess,
     connect,
     decode_pcm,
+    logged,
     recv_until,
     send,
     transcribe,
@@ -87,7 +88,7 @@ async def test_slow_consumer_is_bounded_and_closed(bp_server: ServerProcess) -> 
     # The text is ~180 s of speech; what reached the client (everything the server
     # queued plus socket buffers) is a few seconds.
     assert received_s < 15, received_s
-    end = [e for e in bp_server.log_events("session_end") if e["close_reason"] == "slow_consumer"]
+    end = await logged(bp_server, "session_end", lambda e: e["close_reason"] == "slow_consumer")
     assert end, bp_server.logs()[-2000:]
     # Unsent audio never exceeded the bound by more than one engine chunk.
     assert end[-1]["peak_unsent_audio_s"] <= MAX_UNSENT_S + 8, end[-1]
@@ -157,9 +158,9 @@ async def test_a_client_reading_at_a_fifth_of_real_time_gets_slow_consumer(
     # event and close frame behind the audio in the socket buffers within close_grace_s,
     # so the server's log tells why.
     assert ws.close_code is not None and not rec.of("done")
-    ends = [e for e in rate_server.log_events("session_end") if e["frames_sent"] > 0]
+    ends = await logged(rate_server, "session_end", lambda e: e["frames_sent"] > 0)
     assert ends and ends[-1]["close_reason"] == "slow_consumer", ends[-1:]
-    errs = [e for e in rate_server.log_events("client_error") if e["code"] == "slow_consumer"]
+    errs = await logged(rate_server, "client_error", lambda e: e["code"] == "slow_consumer")
     assert "slow_consumer_min_rate=0.5" in errs[-1]["message"], errs[-1:]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.dialects.wire import Got, collect, send
-from tests.support import ServerProcess, connect
+from tests.support import ServerProcess, connect, logged
 
 VOICE = "en_US-joe-medium"
 SENTENCE = "Every sentence here adds a few more seconds of speech to the stream. "
@@ -40,7 +40,7 @@ async def test_a_deepgram_client_that_stops_reading_is_closed(srv: ServerProcess
     await send(ws, type="Flush")
     await asyncio.sleep(6.0)  # reads nothing
     got = await collect(ws, Got(), timeout=60)
-    ends = [e for e in srv.log_events("session_end") if e.get("protocol") == "deepgram"]
+    ends = await logged(srv, "session_end", lambda e: e.get("protocol") == "deepgram")
     assert ends and ends[-1]["close_reason"] == "slow_consumer", ends[-1:]
     # bounded: far less than the text's minutes of audio were made and sent
     assert ends[-1]["audio_s"] < 30, ends[-1]
