@@ -193,6 +193,43 @@ async def test_drain_closes_with_a_resume_hint_and_another_node_finishes(
     )
 
 
+async def test_a_resume_after_whole_chunks_continues_at_the_right_character(
+    nodes: tuple[ServerProcess, ServerProcess], redis_server: Any
+) -> None:
+    """The journal counts the characters pushed, whitespace between chunks included:
+    a node that takes over after several whole chunks starts at the next one, not a
+    few characters early (it once said the last chunk's full stop again)."""
+    _, b = nodes
+    a = ServerProcess(redis_url=redis_server.url, max_unsent_audio_s=1.0, drain_grace_s=0.3)
+    text = FOX + "  " + PART_B + "\n" + STATION + PART_A
+    try:
+        a.wait_ready()
+        ws, first = await _start(a.ws_url)
+        ready = first.of("ready")[0]
+        await send(ws, type="text", text=text)
+        await send(ws, type="end")
+        while len(first.of("segment")) < 3:  # two chunks whole, the third under way
+            first = await recv_until(ws, first, stop="segment", timeout=30)
+        a.proc.send_signal(signal.SIGTERM)
+        first = await recv_until(ws, first, timeout=20)
+    finally:
+        a.stop()
+    assert first.close_code == 1012
+    ws2, second = await _start(
+        b.ws_url,
+        resume={
+            "session_id": ready["session_id"],
+            "token": ready["resume_token"],
+            "from_frame": len(first.frames),
+        },
+    )
+    second = await recv_until(ws2, second, timeout=60)
+    assert second.close_code == 1000, second.events[-3:]
+    by_index = {s["index"]: s["text"] for s in first.of("segment") + second.of("segment")}
+    spoken = [by_index[i] for i in sorted(by_index)]
+    assert " ".join(spoken).split() == text.split(), spoken
+
+
 async def test_old_connection_is_closed_when_the_session_moves(server: ServerProcess) -> None:
     """Memory state (no Redis): resume works on the same node, and the connection that
     still holds the session is told it moved."""

@@ -33,7 +33,9 @@ def restore_into(
     pos = r.done_chars
     if r.chunk is not None:  # finish the chunk in progress from its engine audio
         ch = r.chunk
-        job = conv._job("chunk", ch.text, index=ch.index)
+        # ch.text is the journal's span: the whitespace before the chunk, then the chunk
+        job = conv._job("chunk", ch.text.lstrip(), index=ch.index)
+        job.raw_chars = len(ch.text)
         job.audio, job.skip_frames = ch.audio, ch.skip_frames
         spec.worker.submit(job)
         conv.pending_chars += len(ch.text)

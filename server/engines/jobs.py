@@ -162,6 +162,9 @@ class Job:
     text: str = ""
     voice: str = ""
     speed: float = 1.0
+    # Characters of the client's text this chunk accounts for (the journal's count):
+    # its text plus the whitespace before it that the chunker dropped. None: len(text).
+    raw_chars: int | None = None
     # The opening chunk of an utterance: it goes first. EngineWorker clears it once the
     # job's first _URGENT_S of audio is out, so the rest of it may be paused for others.
     first: bool = False
@@ -177,6 +180,10 @@ class Job:
     # pause at its next slice; where it stopped is kept in paused (for that worker only).
     yield_requested: bool = False
     paused: Paused | None = None
+
+
+def accepted_chars(job: Job) -> int:
+    return len(job.text) if job.raw_chars is None else job.raw_chars
 
 
 @dataclass(slots=True)

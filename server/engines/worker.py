@@ -47,6 +47,7 @@ from server.engines.jobs import (
     Stream,
     UtteranceDone,
     WordTime,
+    accepted_chars,
 )
 from server.engines.timing import remap
 from server.streaming.normalize import audio_budget_s, speakable
@@ -181,7 +182,7 @@ class EngineWorker:
             paused = await loop.run_in_executor(self._executor, self._run_blocking, job, loop)
         except Exception as exc:  # never let one job take the worker down
             log.exception("job_failed", session_id=job.stream.session_id, error=repr(exc))
-            chars = len(job.text) if job.kind == "chunk" else 0
+            chars = accepted_chars(job) if job.kind == "chunk" else 0
             job.stream.deliver(
                 job.generation, [EngineFailed("engine_error", str(exc), chars=chars)]
             )
@@ -213,7 +214,7 @@ class EngineWorker:
         try:
             return run.chunk()
         except EngineError as exc:
-            run.send([EngineFailed(exc.code, exc.message, chars=len(job.text))])
+            run.send([EngineFailed(exc.code, exc.message, chars=accepted_chars(job))])
             return False
 
     def synthesize(self, job: Job) -> Iterator[Audio | Timed]:
@@ -323,7 +324,12 @@ class _Run:
         r.pending.extend(_skip(job, pipe.end_chunk()))
         rate = float(self.worker.engine.sample_rate)
         done = ChunkDone(
-            job.index, len(job.text), r.first_s, r.active_s, r.audio_n / rate, pipe.carry_out()
+            job.index,
+            accepted_chars(job),
+            r.first_s,
+            r.active_s,
+            r.audio_n / rate,
+            pipe.carry_out(),
         )
         r.pending.append(done)
         self.send(r.pending)
@@ -350,7 +356,7 @@ class _Run:
             whole.append(self._unpack(part, n, offset_s, head))
             n += len(whole[-1])
         audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
-        head.append(ChunkPcm(job.index, len(job.text), to_pcm16(audio)))
+        head.append(ChunkPcm(job.index, accepted_chars(job), to_pcm16(audio)))
         return Paused(self.worker, iter([audio]), head, offset_s=offset_s)
 
     def _unpack(self, item: Audio | Timed, at_n: int, offset_s: float, out: list[Output]) -> Audio:

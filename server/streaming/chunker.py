@@ -172,7 +172,18 @@ class SentenceChunker:
     Not thread-safe; one instance per stream.
     """
 
-    __slots__ = ("_buf", "_first", "_last_nonws", "_policy", "_scanned", "_start", "_target")
+    __slots__ = (
+        "_buf",
+        "_first",
+        "_last_nonws",
+        "_policy",
+        "_raw_base",
+        "_raw_done",
+        "_scanned",
+        "_start",
+        "_target",
+        "raw_lengths",
+    )
 
     def __init__(self, policy: ChunkPolicy | None = None) -> None:
         self._policy = policy if policy is not None else ChunkPolicy()
@@ -182,6 +193,15 @@ class SentenceChunker:
         self._last_nonws = -1  # index of the last non-whitespace character in _buf
         self._first = True  # the next chunk is the first of an utterance
         self._target = 0.0  # merge target of the next (non-first) chunk
+        # Where the chunks are in the text pushed: chunks drop the whitespace around
+        # them and _compact shrinks it, so a resume that continues "after the chunks
+        # spoken" must count the raw characters. _buf[i] is pushed character
+        # _raw_base + i (a compacted whitespace run keeps its last characters).
+        self._raw_base = 0
+        self._raw_done = 0  # pushed characters up to the end of the last chunk returned
+        # For the chunks the last push/flush returned: the pushed characters each one
+        # accounts for (the whitespace before it, then the chunk itself).
+        self.raw_lengths: list[int] = []
 
     @property
     def policy(self) -> ChunkPolicy:
@@ -197,6 +217,7 @@ class SentenceChunker:
     def push(self, text: str) -> list[str]:
         """Add a piece of text; return the chunks that are now final."""
         if not text:
+            self.raw_lengths = []
             return []
         base = len(self._buf)
         self._buf += text
@@ -210,11 +231,17 @@ class SentenceChunker:
     def flush(self) -> list[str]:
         """End the utterance: return everything buffered; the next chunk is a first chunk."""
         chunks = self._drain(final=True)
-        self.clear()
+        # Only whitespace is left: it goes with the next chunk, as between two sentences.
+        self._reset()
         return chunks
 
     def clear(self) -> None:
         """Drop everything buffered (barge-in); the next chunk is a first chunk."""
+        self._reset()
+        self._raw_done = self._raw_base  # dropped text counts as done (the journal's cancel)
+
+    def _reset(self) -> None:
+        self._raw_base += len(self._buf)
         self._buf = ""
         self._start = 0
         self._scanned = 0
@@ -226,6 +253,7 @@ class SentenceChunker:
 
     def _drain(self, final: bool) -> list[str]:
         chunks: list[str] = []
+        self.raw_lengths = []
         while (chunk := self._next_chunk(final)) is not None:
             chunks.append(chunk)
         return chunks
@@ -242,6 +270,7 @@ class SentenceChunker:
         keep = ("\n" if "\n" in lead else " ") if lead else ""
         shift = p - len(keep)
         self._buf = keep + buf[p:]
+        self._raw_base += shift
         self._scanned = max(self._scanned, p) - shift
         self._last_nonws = self._last_nonws - shift if self._last_nonws >= p else -1
         self._start = 0
@@ -277,6 +306,9 @@ class SentenceChunker:
             end = self._forced_end(p)
 
         chunk = buf[p:end].rstrip()
+        raw_end = self._raw_base + p + len(chunk)
+        self.raw_lengths.append(raw_end - self._raw_done)
+        self._raw_done = raw_end
         self._start = end
         self._scanned = end
         if self._first:

@@ -93,6 +93,32 @@ def test_property_no_text_lost_or_duplicated(
     assert no_ws("".join(chunks)) == no_ws(text)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(split_text(), min_size=1, max_size=3), POLICIES, st.data())
+def test_property_raw_lengths_locate_every_chunk_in_the_text_pushed(
+    samples: list[tuple[str, list[str]]], policy: ChunkPolicy, data: st.DataObject
+) -> None:
+    """A resume continues from "the text after the chunks spoken", counted in characters
+    pushed: each chunk must end exactly there, across pushes, flushes and a barge-in."""
+    chunker = SentenceChunker(policy)
+    pushed, pos = "", 0
+    for _text, pieces in samples:
+        for piece in pieces:
+            pushed += piece
+            for chunk, raw in zip(chunker.push(piece), chunker.raw_lengths, strict=True):
+                pos += raw
+                assert pushed[pos - len(chunk) : pos] == chunk
+                assert not pushed[pos - raw : pos - len(chunk)].strip()  # whitespace before
+        if data.draw(st.booleans(), label="cancel instead of flush"):
+            chunker.clear()
+            pos = len(pushed)  # the journal's cancel: all text so far is done
+        else:
+            for chunk, raw in zip(chunker.flush(), chunker.raw_lengths, strict=True):
+                pos += raw
+                assert pushed[pos - len(chunk) : pos] == chunk
+            assert not pushed[pos:].strip()  # a flush leaves only whitespace behind
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     split_text(),

@@ -45,6 +45,7 @@ from server.engines.f5.breaker import CircuitBreaker
 from server.engines.f5.engine import F5Engine, GenRequest, failure_code
 from server.engines.f5.metrics import F5Metrics
 from server.engines.f5.policy import CrossFader
+from server.engines.jobs import accepted_chars
 from server.engines.worker import (
     ChunkDone,
     EngineFailed,
@@ -304,7 +305,7 @@ class BatchedEngineWorker(EngineWorker):
                     continue
                 pieces = plan
                 if not pieces:  # whitespace only: nothing to say
-                    done: list[Output] = [ChunkDone(j.index, len(j.text), None, 0.0, 0.0)]
+                    done: list[Output] = [ChunkDone(j.index, accepted_chars(j), None, 0.0, 0.0)]
                     self._spawn(self._post_run(j, partial(list, done)), j)
                     continue
                 act = _Active(j, key, pieces, CrossFader(self.f5.policy), t0=time.perf_counter())
@@ -491,7 +492,7 @@ class BatchedEngineWorker(EngineWorker):
             pending.append(
                 ChunkDone(
                     job.index,
-                    len(job.text),
+                    accepted_chars(job),
                     act.first_s,
                     act.engine_s,
                     act.audio_n / float(self.f5.sample_rate),
