@@ -32,16 +32,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
-import websockets
-from websockets.asyncio.client import ClientConnection
 
 from loadtests import report, textgen
 from loadtests.machine import CpuWindow
 from loadtests.serverproc import VoxwireServer
+from server.protocol import Done, Encoding, Error, Flushed, OutputFormat
+from voxwire.client import Audio, Session, VoxwireError, connect
 
 
 class LoadConfig(msgspec.Struct, kw_only=True):
@@ -62,6 +62,8 @@ class LoadConfig(msgspec.Struct, kw_only=True):
     max_turns: int = 0  # per session; 0 = as many as fit in the duration
     turn_timeout_s: float = 60.0
     seed: int = 1
+    # resume a dropped session (voxwire.client); off, a drop counts as a failed session
+    resume: bool = False
 
 
 class StepResult(msgspec.Struct, kw_only=True):
@@ -126,47 +128,33 @@ class _Session:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-_ENC = msgspec.json.Encoder()
-_DEC = msgspec.json.Decoder(dict[str, Any])
-
-
-async def _send(ws: ClientConnection, msg: dict[str, Any]) -> None:
-    await ws.send(_ENC.encode(msg), text=True)
-
-
-async def _reader(ws: ClientConnection, s: _Session) -> None:
-    perf = time.perf_counter
+async def _reader(session: Session, s: _Session) -> None:
     try:
-        async for msg in ws:
-            now = perf()
-            if isinstance(msg, bytes):
+        async for item in session:
+            if isinstance(item, Audio):
+                # the client stamps each frame as it comes off the socket
                 if s.current is not None:
-                    s.current.arrivals.append(now)
-                continue
-            ev = _DEC.decode(msg)
-            kind = ev.get("type")
-            if kind == "flushed" and s.current is not None:
+                    s.current.arrivals.append(item.at)
+            elif isinstance(item, Flushed) and s.current is not None:
                 s.current.done.set()
-            elif kind == "ready":
-                s.ready.set()
-            elif kind == "error":
-                s.errors.append(str(ev.get("code")))
-            elif kind == "done":
+            elif isinstance(item, Error):  # non-fatal; a fatal one raises
+                s.errors.append(item.code)
+            elif isinstance(item, Done):
                 s.finished.set()
-    except websockets.ConnectionClosed:
-        pass
+    except VoxwireError as exc:
+        s.errors.append(exc.code)
+        s.close_code = exc.close_code or session.close_code or 1006
     finally:
-        rcvd = ws.protocol.close_rcvd
-        s.close_code = rcvd.code if rcvd is not None else 1006
-        # Wake every waiter: the connection is gone.
-        s.ready.set()
+        # Wake every waiter: the session is over.
+        if s.close_code is None and not s.finished.is_set():
+            s.close_code = session.close_code or 1006
         s.finished.set()
         if s.current is not None:
             s.current.done.set()
 
 
 async def _speak_turn(
-    ws: ClientConnection, s: _Session, cfg: LoadConfig, rng: np.random.Generator
+    session: Session, s: _Session, cfg: LoadConfig, rng: np.random.Generator
 ) -> _Turn:
     text = textgen.paragraph(rng, int(rng.integers(cfg.sentences[0], cfg.sentences[1] + 1)))
     pieces = textgen.tokens(text, rng)
@@ -178,11 +166,11 @@ async def _speak_turn(
     for i, piece in enumerate(pieces):
         if i == at:
             turn.t_complete = time.perf_counter()
-        await _send(ws, {"type": "text", "text": piece})
+        await session.text(piece)
         await asyncio.sleep(mean_gap * float(rng.uniform(0.5, 1.5)))
     if at < 0:
         turn.t_complete = time.perf_counter()
-    await _send(ws, {"type": "flush"})
+    await session.flush()
     try:
         await asyncio.wait_for(turn.done.wait(), cfg.turn_timeout_s)
     except TimeoutError:
@@ -196,35 +184,45 @@ async def run_session(cfg: LoadConfig, t_stop: float, seed: int) -> _Session:
     """One session: turns until ``t_stop`` (or ``max_turns``), then ``end``."""
     s = _Session()
     rng = np.random.default_rng(seed)
-    frame_s = cfg.frame_ms / 1000.0
-    jitter_s = cfg.jitter_buffer_ms / 1000.0
+    output = OutputFormat(
+        encoding=cast(Encoding, cfg.encoding), sample_rate=cfg.sample_rate, frame_ms=cfg.frame_ms
+    )
     # An API key for servers that require one comes from the environment, never the
     # result files.
     key = os.environ.get("VOXWIRE_LOADGEN_API_KEY")
-    headers = {"Authorization": f"Bearer {key}"} if key else None
     try:
-        ws = await websockets.connect(
+        async with connect(
             cfg.url,
-            max_size=None,
+            api_key=key,
+            engine=cfg.engine,
+            output=output,
+            resume=cfg.resume,
             open_timeout=30,
-            ping_interval=None,
-            additional_headers=headers,
-        )
-    except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            ping_interval=None,  # thousands of sessions: no keepalive traffic
+        ) as session:
+            await _session_turns(session, s, cfg, rng, t_stop)
+        if session.close_code is not None:  # the last connection's, once it closed
+            s.close_code = session.close_code
+    except VoxwireError as exc:  # no session: unreachable, or the start was refused
+        cause = exc.__cause__
+        s.errors.append(f"connect:{type(cause).__name__}" if cause else exc.code)
+        s.close_code = exc.close_code
         s.failed = True
-        s.errors.append(f"connect:{type(exc).__name__}")
         return s
-    reader = asyncio.create_task(_reader(ws, s))
+    if s.close_code not in (None, 1000):
+        s.failed = True
+    return s
+
+
+async def _session_turns(
+    session: Session, s: _Session, cfg: LoadConfig, rng: np.random.Generator, t_stop: float
+) -> None:
+    frame_s = cfg.frame_ms / 1000.0
+    jitter_s = cfg.jitter_buffer_ms / 1000.0
+    reader = asyncio.create_task(_reader(session, s))
     try:
-        output = {
-            "encoding": cfg.encoding,
-            "sample_rate": cfg.sample_rate,
-            "frame_ms": cfg.frame_ms,
-        }
-        await _send(ws, {"type": "start", "engine": cfg.engine, "output": output})
-        await asyncio.wait_for(s.ready.wait(), 30)
         while s.close_code is None and time.perf_counter() < t_stop:
-            turn = await _speak_turn(ws, s, cfg, rng)
+            turn = await _speak_turn(session, s, cfg, rng)
             if turn.failed:
                 break
             if cfg.max_turns and len(s.turns) >= cfg.max_turns:
@@ -237,19 +235,16 @@ async def run_session(cfg: LoadConfig, t_stop: float, seed: int) -> _Session:
                 await asyncio.sleep(max(0.0, resume - time.perf_counter()))
         s.current = None
         if s.close_code is None:
-            await _send(ws, {"type": "end"})
+            await session.end()
             await asyncio.wait_for(s.finished.wait(), cfg.turn_timeout_s)
-    except (websockets.ConnectionClosed, TimeoutError) as exc:
+    except (VoxwireError, TimeoutError) as exc:
         s.errors.append(f"client:{type(exc).__name__}")
         s.failed = True
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(), 5)
-        with contextlib.suppress(Exception):
+        if not reader.done():
+            reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(reader, 5)
-    if s.close_code not in (None, 1000):
-        s.failed = True
-    return s
 
 
 async def _lag_monitor(out: list[float], stop: asyncio.Event) -> None:

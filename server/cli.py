@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import msgspec
 
@@ -171,61 +170,48 @@ async def _text_pieces(args: argparse.Namespace) -> AsyncIterator[str]:
 
 
 async def _say(args: argparse.Namespace, out: BinaryIO) -> int:
-    import websockets
-
+    from server.protocol import Error, OutputFormat
     from server.streaming.ogg import OggOpusWriter
+    from voxwire.client import Audio, Session, VoxwireError, connect
 
     pcm = args.format == "pcm"
-    output: dict[str, Any] = (
-        {"encoding": "pcm_s16le", "sample_rate": args.sample_rate}
+    output = (
+        OutputFormat(encoding="pcm_s16le", sample_rate=args.sample_rate)
         if pcm
-        else {"encoding": "opus", "sample_rate": 48000, "frame_ms": 20}
+        else OutputFormat(encoding="opus", sample_rate=48000, frame_ms=20, bitrate=args.bitrate)
     )
-    if args.bitrate and not pcm:
-        output["bitrate"] = args.bitrate
-    start: dict[str, Any] = {"type": "start", "output": output}
-    if args.voice:
-        start["voice"] = args.voice
-    if args.engine:
-        start["engine"] = args.engine
-    if args.speed:
-        start["speed"] = args.speed
+    # several comma-separated URLs: nodes to resume on, in turn, if one goes away
+    urls = [u.strip() for u in args.url.split(",") if u.strip()]
     writer: OggOpusWriter | None = None
     frames = 0
+
+    async def feed(session: Session) -> None:
+        async for piece in _text_pieces(args):
+            await session.text(piece)
+        await session.end()
+
     try:
-        async with websockets.connect(args.url, max_size=None) as ws:
-            await ws.send(json.dumps(start))
-
-            async def feed() -> None:
-                async for piece in _text_pieces(args):
-                    await ws.send(json.dumps({"type": "text", "text": piece}))
-                await ws.send(json.dumps({"type": "end"}))
-
-            feeder = asyncio.create_task(feed())
-            async for msg in ws:
-                if isinstance(msg, bytes):
-                    frames += 1
-                    if writer is not None:
-                        out.write(writer.packet(msg, 960))
-                    else:
-                        out.write(msg)
-                    continue
-                event = json.loads(msg)
-                if event["type"] == "ready":
-                    if not pcm:
-                        writer = OggOpusWriter(48000, pre_skip=int(event.get("pre_skip", 312)))
-                        out.write(writer.headers())
-                elif event["type"] == "error":
-                    print(f"voxwire say: {event['code']}: {event['message']}", file=sys.stderr)
-                    if event.get("fatal"):
-                        return 1
-                elif event["type"] == "done":
-                    break
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
-    except OSError as exc:
-        print(f"voxwire say: cannot reach {args.url}: {exc}", file=sys.stderr)
+        async with connect(
+            urls, voice=args.voice, engine=args.engine, speed=args.speed or None, output=output
+        ) as session:
+            if not pcm:
+                writer = OggOpusWriter(48000, pre_skip=session.ready.pre_skip)
+                out.write(writer.headers())
+            feeder = asyncio.create_task(feed(session))
+            try:
+                async for item in session:
+                    if isinstance(item, Audio):
+                        frames += 1
+                        out.write(writer.packet(item.data, 960) if writer else item.data)
+                    elif isinstance(item, Error):  # fatal ones raise
+                        print(f"voxwire say: {item.code}: {item.message}", file=sys.stderr)
+            finally:
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError, VoxwireError):
+                    await feeder
+    except VoxwireError as exc:
+        what = exc.message if exc.code == "unreachable" else f"{exc.code}: {exc.message}"
+        print(f"voxwire say: {what}", file=sys.stderr)
         return 1
     finally:
         if writer is not None:
@@ -251,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     say.add_argument("text", nargs="*", help="text to speak (default: read stdin)")
     say.add_argument("-o", "--output", help="output file (default stdout)")
     say.add_argument(
-        "--url", default=os.environ.get("VOXWIRE_URL", "ws://127.0.0.1:8765/v1/stream")
+        "--url",
+        default=os.environ.get("VOXWIRE_URL", "ws://127.0.0.1:8765/v1/stream"),
+        help="the server's /v1/stream URL; several, comma-separated: nodes to resume on",
     )
     say.add_argument(
         "--format",
