@@ -1155,6 +1155,12 @@ def _bench_dialects(o: Opts) -> Any:
     return bench_dialects(o)
 
 
+def _bench_rtp(o: Opts) -> Any:
+    from loadtests.bench_rtp import bench_rtp
+
+    return bench_rtp(o)
+
+
 BENCHES: dict[str, Callable[[Opts], Any]] = {
     "codec": bench_codec,
     "capacity": bench_capacity,
@@ -1164,6 +1170,7 @@ BENCHES: dict[str, Callable[[Opts], Any]] = {
     "resume": bench_resume,
     "isolation": _bench_isolation,
     "dialects": _bench_dialects,
+    "rtp": _bench_rtp,
 }
 
 

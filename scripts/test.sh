@@ -4,7 +4,9 @@
 source "$(dirname "$0")/common.sh"
 # redis-server: the tests start private Redis servers on free ports
 # chromium: the demo page's tests drive Debian's Chromium through Playwright
-apt_need libopus0 python3-venv ffmpeg opus-tools redis-server chromium
+# gstreamer: RTP out is checked with receivers we did not write (and ffmpeg)
+apt_need libopus0 python3-venv ffmpeg opus-tools redis-server chromium \
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 venv_install ".[test,f5]"  # f5: the F5-TTS tests run on the CPU with a tiny model
 export PATH="$VENV/bin:$PATH"
 echo "== ruff" && ruff check . && ruff format --check .

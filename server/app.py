@@ -34,6 +34,8 @@ from server.engines.process import ProcessEngine
 from server.engines.worker import EngineWorker
 from server.limits import LimitConfig, Limits, MemoryLimits, RedisLimits
 from server.responses import EnginesResponse
+from server.rtp.policy import parse_allowlist
+from server.rtp.sender import RtpGate
 from server.state.sessions import MemorySessionStore, RedisSessionStore
 from server.state.tokens import ResumeTokens, shared_secret
 from server.state.voices import MemoryVoiceStore, RedisVoiceStore, VoiceCache, VoiceStore
@@ -211,6 +213,11 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
         engines=engines or build_engines(settings),
         chunk_policy=chunk_policy(settings),
         voices=voice_store(settings, access["redis"]),
+        rtp=RtpGate(
+            parse_allowlist(settings.rtp_allowed_destinations),
+            settings.rtp_streams_per_minute,
+            settings.rtp_max_streams,
+        ),
         **access,
     )
     voice_registry.install(state)

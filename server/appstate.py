@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from server.auth import KeyRing, Tokens
 from server.limits import LimitConfig, Limits, MemoryLimits
 from server.metrics import Metrics
+from server.rtp.sender import RtpGate
 from server.state.tokens import ResumeTokens
 from server.state.voices import MemoryVoiceStore, VoiceCache, VoiceStore
 from server.streaming.chunker import ChunkPolicy
@@ -71,3 +72,5 @@ class AppState:
     session_store: SessionStore | None = None
     resume_tokens: ResumeTokens = field(default_factory=lambda: ResumeTokens(b""))
     store_ok: bool = True
+    # RTP out (issue 14): the destination policy and its counters.
+    rtp: RtpGate = field(default_factory=lambda: RtpGate((), 0, 0))

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from server.config_f5 import F5Settings
+from server.rtp.policy import parse_allowlist
 from server.settings_source import SettingsSource
 
 ENV_PREFIX = "VOXWIRE_"
@@ -18,7 +20,9 @@ ENV_PREFIX = "VOXWIRE_"
 _D = msgspec.Meta
 
 
-class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Settings(F5Settings, kw_only=True, forbid_unknown_fields=True):
+    """Every setting; F5-TTS's are in server/config_f5.py."""
+
     host: Annotated[str, _D(description="Address to listen on.")] = "127.0.0.1"
     port: Annotated[int, _D(ge=0, le=65535, description="TCP port (0 picks a free one).")] = 8765
     engine: Annotated[str, _D(description="Default engine for sessions that name none.")] = "piper"
@@ -216,127 +220,6 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     chunk_max_chars: Annotated[
         int, _D(ge=40, description="Hard maximum characters per engine chunk.")
     ] = 400
-    # -- F5-TTS (issue 3; needs the voxwire[f5] extra) --
-    f5_enabled: Annotated[
-        bool, _D(description="Serve the F5-TTS voice-cloning engine `f5` (`voxwire[f5]` extra).")
-    ] = False
-    f5_checkpoint: Annotated[
-        str,
-        _D(
-            description="F5 checkpoint of the default model: a local .safetensors/.pt "
-            "file or `hf://owner/repo/file`."
-        ),
-    ] = "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors"
-    f5_model_config: Annotated[
-        str,
-        _D(
-            description="Architecture of `f5_checkpoint`: a config shipped with f5-tts "
-            "(`F5TTS_v1_Base`; `F5TTS_Base`/`F5TTS_Small` for v0 fine-tunes) or a YAML path."
-        ),
-    ] = "F5TTS_v1_Base"
-    f5_vocab: Annotated[
-        str,
-        _D(
-            description="vocab.txt of `f5_checkpoint` (path or `hf://`); empty: vocab.txt "
-            "beside a local checkpoint, else the base models' vocab shipped with f5-tts."
-        ),
-    ] = ""
-    f5_languages: Annotated[
-        str, _D(description="Languages `f5_checkpoint` speaks (comma-separated).")
-    ] = "en,zh"
-    f5_registry: Annotated[
-        str,
-        _D(
-            description="TOML file of more F5 models (language → checkpoint, config, vocab); "
-            "see docs/f5.md."
-        ),
-    ] = ""
-    f5_max_resident: Annotated[
-        int, _D(ge=1, description="F5 models kept loaded at once (least recently used unloads).")
-    ] = 2
-    f5_vocos: Annotated[
-        str,
-        _D(
-            description="Vocos vocoder: a directory with config.yaml + pytorch_model.bin, "
-            "or `hf://owner/repo`."
-        ),
-    ] = "hf://charactr/vocos-mel-24khz"
-    f5_offline: Annotated[
-        bool,
-        _D(
-            description="Never touch the network for F5 files: use local paths and the hub "
-            "cache only; a missing file is named in the error."
-        ),
-    ] = False
-    f5_device: Annotated[
-        str, _D(description="Torch device for F5 (`auto`: cuda when available, else cpu).")
-    ] = "auto"
-    f5_dtype: Annotated[
-        Literal["auto", "float32", "float16", "bfloat16"],
-        _D(description="F5 weights' type (`auto`: float16 on CUDA, float32 on CPU)."),
-    ] = "auto"
-    f5_cpu_threads: Annotated[
-        int, _D(ge=0, description="Torch CPU threads when F5 runs on the CPU (0: torch's choice).")
-    ] = 0
-    f5_nfe_steps: Annotated[
-        int, _D(ge=1, le=64, description="F5 ODE steps per generation (32 upstream default).")
-    ] = 16
-    f5_cfg_strength: Annotated[
-        float, _D(ge=0, description="F5 classifier-free guidance strength.")
-    ] = 2.0
-    f5_seed: Annotated[
-        int, _D(ge=-1, description="F5 noise seed (-1: random; fixed: reproducible output).")
-    ] = -1
-    f5_max_batch: Annotated[
-        int,
-        _D(
-            ge=0,
-            le=64,
-            description="Most pieces from different sessions in one F5 forward pass (0: 8 "
-            "on CUDA, 1 on the CPU, where batching measured slower).",
-        ),
-    ] = 0
-    f5_batch_mask: Annotated[
-        bool,
-        _D(
-            description="Mask padding in batched attention so a batched piece equals the "
-            "same piece alone (costs memory on the torch attention backend)."
-        ),
-    ] = True
-    f5_voices_dir: Annotated[
-        str,
-        _D(
-            description="Directory of F5 voices: `<id>.wav` + `<id>.txt` transcript "
-            "(`<lang>/<id>.wav` for other languages)."
-        ),
-    ] = ""
-    f5_fallback_engine: Annotated[
-        str, _D(description="Engine a session moves to when F5 fails or its breaker is open.")
-    ] = "piper"
-    f5_breaker_failures: Annotated[
-        int, _D(ge=1, description="Consecutive failed F5 passes that open a model's breaker.")
-    ] = 3
-    f5_breaker_cooldown_s: Annotated[
-        float, _D(gt=0, description="How long an open F5 breaker waits before one probe.")
-    ] = 30.0
-    f5_deadline_s: Annotated[
-        float,
-        _D(
-            gt=0,
-            description="With `engine_isolation=process`, time an F5 batch may take in the "
-            "generation process: this much, plus `f5_deadline_per_audio_s` (or 4 times "
-            "the measured time, if more) per second of audio in the batch; past it the "
-            "process is killed and restarted, and the batch's sessions fail over.",
-        ),
-    ] = 20.0
-    f5_deadline_per_audio_s: Annotated[
-        float,
-        _D(
-            ge=0,
-            description="F5 batch time allowed per second of audio (reference and "
-            "generated, every item of the batch), at least.",
-        ),
-    ] = 0.25
     ws_ping_interval_s: Annotated[
         float, _D(ge=0, description="WebSocket ping interval (0 disables pings).")
     ] = 20.0
@@ -521,6 +404,29 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     key_chars_per_day: Annotated[
         int, _D(ge=0, description="Characters of text per API key per UTC day (0 = unlimited).")
     ] = 0
+    # -- RTP out (output.transport; server/rtp/policy.py) --
+    rtp_allowed_destinations: Annotated[
+        str,
+        _D(
+            description="Comma-separated networks (and ports) RTP may be sent to: `CIDR`, "
+            "`CIDR:PORT` or `CIDR:LO-HI` (`[v6net]:LO-HI`); no port means 1024-65535. "
+            "Empty: RTP output is off.",
+        ),
+    ] = ""
+    rtp_streams_per_minute: Annotated[
+        int,
+        _D(
+            ge=0,
+            description="New RTP streams per API key (or client address) per minute "
+            "(0 = unlimited).",
+        ),
+    ] = 30
+    rtp_max_streams: Annotated[
+        int, _D(ge=0, description="Concurrent RTP streams on this node (0 = unlimited).")
+    ] = 100
+
+    def __post_init__(self) -> None:
+        parse_allowlist(self.rtp_allowed_destinations)  # a bad entry is named at start-up
 
 
 # Reading and documenting the settings is generic (server.settings_source); these names

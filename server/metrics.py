@@ -61,6 +61,11 @@ class Metrics:
             "Sessions taken over by a new connection (on this node).",
             registry=r,
         )
+        self.rtp_streams = Counter(
+            "voxwire_rtp_streams",
+            "RTP streams opened (refusals count in voxwire_errors by code).",
+            registry=r,
+        )
         self.frames_replayed = Counter(
             "voxwire_frames_replayed", "Frames re-sent from the replay window.", registry=r
         )

@@ -31,6 +31,25 @@ class Pacing(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lead_ms: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 200
 
 
+class RtpTransport(
+    msgspec.Struct, tag="rtp", tag_field="type", kw_only=True, forbid_unknown_fields=True
+):
+    """Send the audio as RTP to ``host``:``port`` instead of as WebSocket frames (control
+    and events stay on the WebSocket). The server must allow the destination
+    (``rtp_allowed_destinations``)."""
+
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    # Left out: the static type (PCMU 0, PCMA 8) or 111 (Opus) / 96 (L16).
+    payload_type: Annotated[int, msgspec.Meta(ge=0, le=127)] | None = None
+    # Left out: derived from the session id, so a resumed session keeps it on any node.
+    ssrc: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] | None = None
+
+
+# Encodings RTP carries: Opus (RFC 7587), PCMU/PCMA (RFC 3551), L16 (big-endian).
+RTP_ENCODINGS: Final = ("opus", "mulaw", "alaw", "pcm_s16be")
+
+
 class OutputFormat(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The audio format of the binary frames."""
 
@@ -40,6 +59,7 @@ class OutputFormat(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bitrate: Annotated[int, msgspec.Meta(ge=6000, le=510000)] | None = None
     channels: Literal[1, 2] = 1  # 2: the mono signal in both channels, interleaved
     pacing: Pacing | None = None  # None: as fast as frames are made
+    transport: RtpTransport | None = None  # None: binary frames on the WebSocket
 
 
 # ---------------------------------------------------------------- client -> server
@@ -110,6 +130,7 @@ class Ready(msgspec.Struct, tag="ready", kw_only=True):
     resumed: bool = False  # this connection took over an existing session
     next_frame: int = 0  # the number of the next binary frame (resume: ``from_frame``)
     chars_accepted: int = 0  # resume: text characters the session has accepted in all
+    sdp: str | None = None  # output.transport rtp: the stream's SDP, for the receiver
 
 
 class ResumeHint(msgspec.Struct, kw_only=True):
@@ -205,6 +226,8 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
 
 def check_output(out: OutputFormat) -> None:
     """Range checks that depend on more than one field of the output format."""
+    if out.transport is not None:
+        _check_rtp(out)
     if out.encoding == "opus":
         if out.sample_rate not in OPUS_RATES:
             raise ProtocolError(
@@ -229,6 +252,28 @@ def check_output(out: OutputFormat) -> None:
             raise ProtocolError(
                 "invalid_field", f"output.bitrate applies to opus only, not {out.encoding}"
             )
+
+
+def _check_rtp(out: OutputFormat) -> None:
+    if out.encoding not in RTP_ENCODINGS:
+        hint = " (RTP's L16 is big-endian: use pcm_s16be)" if out.encoding == "pcm_s16le" else ""
+        raise ProtocolError(
+            "invalid_field",
+            f"output.encoding {out.encoding} cannot go over RTP{hint}; use one of "
+            + ", ".join(RTP_ENCODINGS),
+        )
+    if out.encoding in ("mulaw", "alaw") and (out.sample_rate != 8000 or out.channels != 1):
+        raise ProtocolError(
+            "invalid_field",
+            f"output.encoding {out.encoding} over RTP is 8000 Hz mono (RFC 3551), not "
+            f"{out.sample_rate} Hz with {out.channels} channel(s)",
+        )
+    if out.pacing is not None and out.pacing.mode != "realtime":
+        raise ProtocolError(
+            "invalid_field",
+            "output.pacing.mode must be realtime with an RTP transport: RTP is sent at "
+            "real time (leave pacing out for the default lead)",
+        )
 
 
 def _classify(text: str, data: str | bytes) -> ProtocolError:

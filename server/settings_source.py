@@ -30,7 +30,7 @@ class SettingsSource(Generic[S]):
         hints = get_type_hints(self.settings_type, include_extras=True)
         defaults = self.settings_type()
         out = []
-        for name in self.settings_type.__struct_fields__:
+        for name in self._ordered():
             hint = hints[name]
             desc = ""
             base = hint
@@ -41,6 +41,16 @@ class SettingsSource(Generic[S]):
                         desc = m.description
             out.append((name, base, getattr(defaults, name), desc))
         return out
+
+    def _ordered(self) -> list[str]:
+        """The type's own settings first, then those of its bases (a part such as the
+        F5 settings, kept in a module of its own), in declaration order."""
+        own = [
+            n
+            for n in self.settings_type.__struct_fields__
+            if n in vars(self.settings_type).get("__annotations__", {})
+        ]
+        return own + [n for n in self.settings_type.__struct_fields__ if n not in own]
 
     def load(
         self, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None

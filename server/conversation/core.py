@@ -5,8 +5,7 @@ Sans-I/O. It takes the client's intents (``start``, ``text``, ``flush``, ``cance
 (``on_output``), and answers with what to do: jobs for the worker, frames and events
 in the outbox (``pop``), records for the sink (resume journaling), and when to
 close (``close_after``, or the ``Fatal`` that ``fail`` returns). It never awaits
-and never touches a socket or the store; an adapter (server/ws/native.py,
-server/speech.py) does the I/O around it.
+and never touches a socket or the store: an adapter (server/ws/, speech.py) does.
 
 Ordering questions (is this frame older than that cancel?) are answered by the
 generation number alone: every barge-in and close moves it on, and output of an
@@ -86,7 +85,6 @@ class Conversation:
         self.draining = False
         self.drain_when_idle = False  # close once the running utterance is done
         self.close_after: tuple[int, str] | None = None  # once the outbox is empty
-        # counters
         self.frames_sent = 0  # frames are numbered by the order they are sent
         self.segments = 0
         self.pending_chars = 0  # text submitted to the engine and not finished
@@ -135,6 +133,11 @@ class Conversation:
         """Audio made for the client and not taken by it: the outbox, plus what sits in
         this side's socket buffers (sampled by the adapter)."""
         return self.outbox.audio_s + self.socket_unsent_s
+
+    @property
+    def client_unsent_s(self) -> float:
+        """What waits on the client: a paced outbox waits on the pacer (RTP: on nothing)."""
+        return self.socket_unsent_s if self.pacer is not None else self.unsent_s
 
     def can_take_work(self) -> bool:
         return self.unsent_s < self.settings.max_unsent_audio_s
@@ -287,13 +290,16 @@ class Conversation:
     def _submit_chunks(self, chunks: list[str]) -> None:
         assert self.spec is not None and self.stream is not None
         worker = self.spec.worker
-        for text in chunks:
+        for text, raw in zip(chunks, self.chunker.raw_lengths, strict=True):
+            extra = raw - len(text)  # the whitespace before it: the first piece's
             for chunk in self._pieces(text, self.utterance_t0 is None):
                 first = self.utterance_t0 is None
                 if first:
                     self.utterance_t0 = self.clock()
                     self._first_chunk_t0[self.segments] = self.utterance_t0
-                worker.submit(self._job("chunk", chunk, first, self.segments))
+                job = self._job("chunk", chunk, first, self.segments)
+                job.raw_chars, extra = len(chunk) + extra, 0
+                worker.submit(job)
                 self.segments += 1
                 self.pending_chars += len(chunk)
 
@@ -313,11 +319,9 @@ class Conversation:
         )
 
     def _pieces(self, chunk: str, first: bool) -> list[str]:
-        """With the journal on, a worker that hands a chunk over piece by piece (F5's
-        batched worker) cannot journal its audio ahead, so it journals whole chunks:
-        give it one engine piece per chunk, and each piece goes out as soon as it is
-        made. The pieces are the engine's own plan, as exact spans of ``chunk``; they
-        meet with the chunk-edge fade instead of F5's 20 ms cross-fade."""
+        """With the journal on, F5's batched worker journals whole chunks: give it one
+        engine piece (its own plan, as exact spans of ``chunk``) per chunk, so each goes
+        out as soon as it is made, joined by the chunk-edge fade, not F5's cross-fade."""
         s = self.spec
         if s is None or not self.sink.journaling or s.worker.chunk_pcm:
             return [chunk]
@@ -474,6 +478,10 @@ class Conversation:
         if self.pacer is None or not self.outbox.frame_next():
             return 0.0
         return self.pacer.wait(self.clock())
+
+    def starts_spurt(self) -> bool:
+        """Whether the next frame starts a talkspurt (paced streams: the pacer's model)."""
+        return self.pacer is not None and self.pacer.starts_spurt(self.clock())
 
     def sent(self, nbytes: int) -> None:
         """A frame of ``nbytes`` left: count it, time the first audio, let the engine on."""

@@ -32,6 +32,9 @@ class Watched(Protocol):
     def unsent_s(self) -> float: ...
 
     @property
+    def client_unsent_s(self) -> float: ...
+
+    @property
     def outbox(self) -> Sized: ...
 
     @property
@@ -86,7 +89,7 @@ class Liveness:
 
     def _unsent(self, conv: Watched, now: float) -> Fault | None:
         s = self.settings
-        if conv.unsent_s < s.max_unsent_audio_s:
+        if conv.client_unsent_s < s.max_unsent_audio_s:
             self.over_limit_since = None
             return None
         if self.over_limit_since is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from server import protocol as p
 from server.config import Settings
@@ -108,6 +109,11 @@ def build_encoder(settings: Settings, out: p.OutputFormat) -> AudioEncoder:
         raise p.ProtocolError("out_of_range", str(exc)) from None
 
 
+# RTP goes at real time; a little lead keeps the event loop's timer jitter from
+# starving the receiver's jitter buffer between two packets.
+RTP_PACING: Final = p.Pacing(mode="realtime", lead_ms=40)
+
+
 def resolve(
     settings: Settings,
     workers: Mapping[str, Worker],
@@ -133,7 +139,8 @@ def resolve(
         frame_ms=output.frame_ms,
         bitrate=bitrate,
         channels=output.channels,
-        pacing=output.pacing,
+        pacing=output.pacing or (RTP_PACING if output.transport is not None else None),
+        transport=output.transport,
     )
     pipeline = AudioPipeline(worker.engine.sample_rate, enc)
     return StreamSpec(name, worker, chosen, language, speed, out, pipeline, pre_skip(enc))

@@ -36,9 +36,13 @@ class Pacer:
         w = self._sent_s - played - self.lead_s
         return w if w > _SLACK_S else 0.0
 
+    def starts_spurt(self, now: float) -> bool:
+        """Whether a frame leaving at ``now`` starts a talkspurt (RTP's marker bit)."""
+        return self._t0 is None or now - self._t0 >= self._sent_s
+
     def sent(self, now: float) -> None:
         """A frame left at ``now``."""
-        if self._t0 is None or now - self._t0 >= self._sent_s:
+        if self.starts_spurt(now):
             self._t0, self._sent_s = now, 0.0
         self._sent_s += self.frame_s
 

@@ -125,6 +125,10 @@ class View:
         return sum(c.unsent_s for c in self._convs)
 
     @property
+    def client_unsent_s(self) -> float:
+        return sum(c.client_unsent_s for c in self._convs)
+
+    @property
     def outbox(self) -> list[int]:
         return [len(c.outbox) for c in self._convs if len(c.outbox)]
 

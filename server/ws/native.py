@@ -38,6 +38,7 @@ from server.conversation.types import (
 )
 from server.journal import Journal
 from server.journal_sink import JournalSink
+from server.rtp.sender import RtpStream, open_stream
 from server.state.sessions import SessionStore
 from server.tasks import cancel_all
 from server.voices.registry import ensure_voice
@@ -75,6 +76,7 @@ class NativeSession:
         self._tasks: list[asyncio.Task[None]] = []
         self._sending = False
         self._unsent_bytes = edge.unsent_probe(ws)
+        self.rtp: RtpStream | None = None  # output.transport rtp: frames go here
 
     @property
     def session_id(self) -> str:
@@ -110,6 +112,8 @@ class NativeSession:
     async def _finish(self) -> None:
         self.conv.close()
         await cancel_all(self._tasks)
+        if self.rtp is not None:
+            self.rtp.close()
         st = self.state
         st.metrics.active_sessions.dec()
         st.metrics.connections.labels("native").dec()
@@ -187,6 +191,7 @@ class NativeSession:
             msg.speed,
             msg.output or p.OutputFormat(),
         )
+        sdp = await self._open_rtp(spec.output)
         token = None
         store = st.session_store
         if store is not None:
@@ -209,7 +214,7 @@ class NativeSession:
             self._open_journal(store, 0, 0, b"")
             token = self._mint_token()
         self.conv.timings = msg.timings == "word"
-        self.conv.start(spec, token)
+        self.conv.start(spec, token, sdp=sdp)
         self._log_start()
 
     async def _resume(self, r: p.ResumeRequest) -> None:
@@ -234,6 +239,8 @@ class NativeSession:
                     meta.speed,
                     meta.output,
                 )
+                elapsed = time.time() - meta.started_at
+                sdp = await self._open_rtp(spec.output, elapsed)
             except p.ProtocolError as exc:
                 raise resume.Refused(exc.code, exc.message) from None
         except resume.Refused as exc:
@@ -254,6 +261,7 @@ class NativeSession:
             resumed=True,
             next_frame=taken.first,
             chars_accepted=len(snap.text),
+            sdp=sdp,
         )
         st.metrics.frames_replayed.inc(len(taken.frames))
         self._log_start()
@@ -265,6 +273,16 @@ class NativeSession:
             pending_chars=len(snap.text) - snap.done_chars,
             chunk_in_progress=snap.chunk is not None,
         )
+
+    async def _open_rtp(self, out: p.OutputFormat, elapsed_s: float = 0.0) -> str | None:
+        """The RTP stream ``output.transport`` asks for (ProtocolError if refused); its SDP."""
+        if out.transport is None:
+            return None
+        peer = self.ws.client.host if self.ws.client else "unknown"
+        client = f"key:{self.key_id}" if self.key_id is not None else f"addr:{peer}"
+        self.rtp = await open_stream(self.state.rtp, out, self.session_id, client, elapsed_s)
+        self.state.metrics.rtp_streams.inc()
+        return self.rtp.sdp
 
     def _log_start(self) -> None:
         spec = self.conv.spec
@@ -346,7 +364,10 @@ class NativeSession:
                 self._sending = True
                 if is_frame:
                     assert isinstance(item, bytes)
-                    await ws.send_bytes(item)
+                    if self.rtp is not None:  # UDP: never blocks, the pacer sets the rate
+                        self.rtp.send(item, conv.frames_sent - 1, conv.starts_spurt(), conv.clock())
+                    else:
+                        await ws.send_bytes(item)
                     self._sending = False
                     conv.sent(len(item))
                     continue

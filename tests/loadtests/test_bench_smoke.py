@@ -165,3 +165,17 @@ def test_dialects_smoke(tmp_path: Path) -> None:
     for r in res.protocols:
         assert r.turns >= 1 and 0 < r.ttfa_p50_ms <= r.done_p50_ms
     assert res.protocols[0].ttfa_p50_minus_native_ms == 0
+
+
+def test_rtp_smoke(tmp_path: Path) -> None:
+    from loadtests.bench_rtp import RtpBenchResult
+
+    res = _as(_run("rtp", tmp_path), RtpBenchResult)
+    assert [(r.mode, r.streams) for r in res.rows] == [
+        (m, n) for n in (1, 4) for m in ("rtp", "ws paced", "ws unpaced")
+    ]
+    for r in res.rows:
+        assert r.audio_s > 5 and r.cpu_ms_per_audio_s > 0
+        if r.mode != "ws unpaced":  # paced: the stream takes its own length in real time
+            assert r.wall_s > r.audio_s - 1 and r.jitter_p99_ms is not None
+    assert res.cpu_paced_over_unpaced > 0

@@ -1,0 +1,1 @@
+"""Asterisk ExternalMedia example (ari_tts.py); see README.md here."""
