@@ -9,12 +9,10 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from asterisk import ari_tts
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from loadtests.serverproc import free_port
+from tests.examples.serving import serving
 from tests.rtp.capture import Packet, listen
 from tests.support import ServerProcess, decode_mulaw_ffmpeg, transcribe, word_recall
 
@@ -81,23 +79,6 @@ class FakeAsterisk:
         return Response(status_code=404)
 
 
-@contextlib.contextmanager
-def serving(app: Starlette) -> Iterator[str]:
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the fake Asterisk did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def rtp_server() -> Iterator[ServerProcess]:
     s = ServerProcess(rtp_allowed_destinations="127.0.0.1/32")
@@ -121,7 +102,7 @@ async def _quiet(packets: list[Packet], for_s: float, timeout: float) -> None:
 async def test_a_call_hears_the_greeting_over_rtp(rtp_server: ServerProcess) -> None:
     async with listen() as (rtp_port, packets):
         fake = FakeAsterisk(rtp_port)
-        with serving(fake.app) as ari_url:
+        with serving(fake.app, "the fake Asterisk") as ari_url:
             cfg = ari_tts.Config(
                 ari_url=ari_url,
                 ari_user="voxwire",

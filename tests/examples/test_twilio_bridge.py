@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import subprocess
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -25,11 +24,10 @@ import httpx
 import numpy as np
 import pytest
 import twilio_bridge
-import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from loadtests.serverproc import free_port
+from tests.examples.serving import serving
 from tests.support import (
     ServerProcess,
     decode_mulaw_ffmpeg,
@@ -74,19 +72,8 @@ def bridge(server: ServerProcess) -> Iterator[Bridge]:
     """The example app, pointed at the test server, in a real uvicorn on a free port."""
     config = twilio_bridge.Config(voxwire_url=server.ws_url, lead_ms=int(LEAD_S * 1000))
     app = twilio_bridge.create_app(config)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the bridge did not start"
-        time.sleep(0.05)
-    try:
-        yield Bridge(f"http://127.0.0.1:{port}", app)
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+    with serving(app, "the bridge") as url:
+        yield Bridge(url, app)
 
 
 def tone_mulaw(seconds: float) -> bytes:
