@@ -191,7 +191,7 @@ class NativeSession:
             msg.speed,
             msg.output or p.OutputFormat(),
         )
-        sdp = await self._open_rtp(spec.output)
+        sdp = await self._open_rtp(spec.output, self.session_id)
         token = None
         store = st.session_store
         if store is not None:
@@ -240,7 +240,8 @@ class NativeSession:
                     meta.output,
                 )
                 elapsed = time.time() - meta.started_at
-                sdp = await self._open_rtp(spec.output, elapsed)
+                # the session's id, not this connection's yet: the stream's ids derive from it
+                sdp = await self._open_rtp(spec.output, taken.snap.session_id, elapsed)
             except p.ProtocolError as exc:
                 raise resume.Refused(exc.code, exc.message) from None
         except resume.Refused as exc:
@@ -274,13 +275,15 @@ class NativeSession:
             chunk_in_progress=snap.chunk is not None,
         )
 
-    async def _open_rtp(self, out: p.OutputFormat, elapsed_s: float = 0.0) -> str | None:
+    async def _open_rtp(
+        self, out: p.OutputFormat, session_id: str, elapsed_s: float = 0.0
+    ) -> str | None:
         """The RTP stream ``output.transport`` asks for (ProtocolError if refused); its SDP."""
         if out.transport is None:
             return None
         peer = self.ws.client.host if self.ws.client else "unknown"
         client = f"key:{self.key_id}" if self.key_id is not None else f"addr:{peer}"
-        self.rtp = await open_stream(self.state.rtp, out, self.session_id, client, elapsed_s)
+        self.rtp = await open_stream(self.state.rtp, out, session_id, client, elapsed_s)
         self.state.metrics.rtp_streams.inc()
         return self.rtp.sdp
 

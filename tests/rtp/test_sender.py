@@ -277,3 +277,41 @@ async def test_audio_the_pacer_holds_is_not_a_slow_consumer() -> None:
         assert rec.close_code == 1000 and not rec.of("error"), rec.events[-3:]
         assert rec.of("done")[0]["frames"] > 4 / 0.02  # several slow_consumer_timeout_s
     assert packets
+
+
+async def test_a_resumed_session_continues_the_same_rtp_stream(srv: ServerProcess) -> None:
+    """Same SSRC, sequence numbers in line (the frame number's), timestamps moved on by
+    the time the session was away; the SDP in the new ready is the same stream's."""
+    async with listen() as (port, packets):
+        ws = await connect(srv.ws_url)
+        await send(ws, type="start", output=rtp_out(port, "mulaw", 8000))
+        rec = await recv_until(ws, Received(), stop="ready")
+        ready = rec.of("ready")[0]
+        await send(ws, type="text", text=LONG)
+        await send(ws, type="flush")
+        while len(packets) < 50:  # noqa: ASYNC110 (one second heard)
+            await asyncio.sleep(0.01)
+        await ws.close()  # the bridge's connection drops
+        await asyncio.sleep(0.5)
+        before = len(packets)
+        resume = {
+            "session_id": ready["session_id"],
+            "token": ready["resume_token"],
+            "from_frame": before,
+        }
+        async with await connect(srv.ws_url) as ws2:
+            await send(ws2, type="start", resume=resume)
+            rec2 = await recv_until(ws2, Received(), stop="ready")
+            while len(packets) < before + 50:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            await send(ws2, type="cancel")
+            await recv_until(ws2, rec2, stop="cancelled")
+    first, second = packets[:before], packets[before:]
+    assert {q.ssrc for q in packets} == {first[0].ssrc}
+    assert rec2.of("ready")[0]["sdp"].split("\r\n")[1] == ready["sdp"].split("\r\n")[1]
+    # frame n is sequence number seq0 + n on either connection
+    assert (second[0].seq - first[0].seq) % 65536 == before
+    assert all((b.seq - a.seq) % 65536 == 1 for a, b in itertools.pairwise(second))
+    assert second[0].marker
+    gap_ticks = (second[0].ts - first[-1].ts) % 2**32
+    assert gap_ticks >= 0.4 * 8000, gap_ticks  # the clock ran on while it was away
