@@ -107,6 +107,19 @@ async def open_stream(
     assert t is not None
     if not gate.allow:  # before resolving: a server with RTP off does no DNS for anyone
         raise p.ProtocolError("rtp_destination_refused", refusal(gate.allow, "0.0.0.0", 0) or "")
+    if gate.max_streams and gate.active >= gate.max_streams:
+        raise p.ProtocolError(
+            "rtp_unavailable",
+            f"this node sends its maximum of {gate.max_streams} RTP streams (rtp_max_streams)",
+        )
+    # Counted before the name is resolved, refused or not: a client cannot make the
+    # server do DNS lookups faster than it may start streams.
+    if not gate.rate.take(client, time.monotonic()):
+        raise p.ProtocolError(
+            "rtp_rate_limited",
+            f"more than {gate.rate.per_minute} new RTP streams in a minute "
+            "(rtp_streams_per_minute); try again later",
+        )
     addrs = await _resolve(t.host, t.port)
     ip = next((a for a in addrs if refusal(gate.allow, a, t.port) is None), None)
     if ip is None:
@@ -114,17 +127,6 @@ async def open_stream(
         named = f"{t.host} ({addrs[0]})" if addrs[0] != t.host else t.host
         raise p.ProtocolError(
             "rtp_destination_refused", f"RTP to {named} port {t.port} is refused: {why}"
-        )
-    if gate.max_streams and gate.active >= gate.max_streams:
-        raise p.ProtocolError(
-            "rtp_unavailable",
-            f"this node sends its maximum of {gate.max_streams} RTP streams (rtp_max_streams)",
-        )
-    if not gate.rate.take(client, time.monotonic()):
-        raise p.ProtocolError(
-            "rtp_rate_limited",
-            f"more than {gate.rate.per_minute} new RTP streams in a minute "
-            "(rtp_streams_per_minute); try again later",
         )
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_datagram_endpoint(_Socket, remote_addr=(ip, t.port))
