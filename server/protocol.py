@@ -38,7 +38,8 @@ class RtpTransport(
     and events stay on the WebSocket). The server must allow the destination
     (``rtp_allowed_destinations``)."""
 
-    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    # An IP address or a DNS name (resolved once, at start); no brackets, no port.
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:%-]+$")]
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
     # Left out: the static type (PCMU 0, PCMA 8) or 111 (Opus) / 96 (L16).
     payload_type: Annotated[int, msgspec.Meta(ge=0, le=127)] | None = None

@@ -85,7 +85,7 @@ async def _resolve(host: str, port: int) -> list[str]:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), RESOLVE_TIMEOUT_S
         )
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: IDNA (label too long)
         raise p.ProtocolError(
             "rtp_destination_refused", f"output.transport.host {host!r} does not resolve ({exc})"
         ) from None

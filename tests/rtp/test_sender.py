@@ -39,7 +39,10 @@ LONG = "Open the window because the kitchen is getting very hot. " * 6
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[ServerProcess]:
-    s = ServerProcess(rtp_allowed_destinations="127.0.0.1/32", max_session_s=600)
+    # no start rate here: test_new_streams_are_rate_limited_per_client has its own server
+    s = ServerProcess(
+        rtp_allowed_destinations="127.0.0.1/32", rtp_streams_per_minute=0, max_session_s=600
+    )
     try:
         s.wait_ready()
         yield s
@@ -315,3 +318,27 @@ async def test_a_resumed_session_continues_the_same_rtp_stream(srv: ServerProces
     assert second[0].marker
     gap_ticks = (second[0].ts - first[-1].ts) % 2**32
     assert gap_ticks >= 0.4 * 8000, gap_ticks  # the clock ran on while it was away
+
+
+@pytest.mark.parametrize(
+    ("host", "code"),
+    [
+        ("a" * 64 + ".example", "rtp_destination_refused"),  # an IDNA label too long
+        ("a..b", "rtp_destination_refused"),
+        ("no-such-host.invalid", "rtp_destination_refused"),
+        ("127.0.0.1:5004", "rtp_destination_refused"),  # a port in the host: not an address
+        ("x\u0000y", "invalid_field"),
+        ("[::1]", "invalid_field"),
+        ("", "out_of_range"),
+    ],
+)
+async def test_hostile_hosts_get_a_clear_error(srv: ServerProcess, host: str, code: str) -> None:
+    async with await connect(srv.ws_url) as ws:
+        out = rtp_out(40000)
+        out["transport"]["host"] = host
+        await send(ws, type="start", output=out)
+        rec = await recv_until(ws, Received(), stop="error", timeout=15)
+        err = rec.of("error")[0]
+        assert err["code"] == code and not err["fatal"], err
+        await send(ws, type="start", output={"encoding": "pcm_s16le", "sample_rate": 16000})
+        rec = await recv_until(ws, rec, stop="ready")  # the connection is still good
