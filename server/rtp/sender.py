@@ -129,7 +129,12 @@ async def open_stream(
             "rtp_destination_refused", f"RTP to {named} port {t.port} is refused: {why}"
         )
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(_Socket, remote_addr=(ip, t.port))
+    try:
+        transport, proto = await loop.create_datagram_endpoint(_Socket, remote_addr=(ip, t.port))
+    except OSError as exc:  # no route to it from this node, for one
+        raise p.ProtocolError(
+            "rtp_destination_refused", f"cannot send RTP to {ip} port {t.port} ({exc})"
+        ) from None
     gate.active += 1
     fmt = payload_format(out, t.payload_type)
     ids = stream_ids(session_id, t.ssrc)
