@@ -88,7 +88,8 @@ END_TIMEOUT_S = 30.0  # a case that sent `end` must see the close within this: n
 CLOSE_TIMEOUT_S = 15.0
 IDLE_AFTER_BATCH_S = 2.0  # the active-sessions gauge returns to 0 within this
 
-NORMAL_TEXT = "The quick brown fox jumps over the lazy dog."
+# A sentence the recognizer hears reliably (Piper's delivery varies a little per run).
+NORMAL_TEXT = "Our meeting with the bank has moved to Thursday afternoon."
 MIN_RECALL = 0.6
 
 SERVER_TYPES = {"ready", "segment", "words", "flushed", "cancelled", "done", "error"}
@@ -259,6 +260,21 @@ outputs = st.fixed_dictionaries(
         "bitrate": maybe([None, 6000, 24000, 510000, 5999, 510001, 0]),
     },
 )
+# The output fields of issue 14, in a share of the starts only: paced sessions take real
+# time and refused RTP starts never reach ready, and the other cases still need both.
+telephony_outputs = st.fixed_dictionaries(
+    {"encoding": st.sampled_from(["mulaw", "alaw", "pcm_s16be", "opus"])},
+    optional={
+        "channels": maybe([1, 2, 0, 3]),
+        "pacing": maybe([None, {"mode": "realtime", "lead_ms": 0}, {"mode": "asap"},
+                         {"lead_ms": 5001}, {"mode": "RT"}, {}]),
+        # RTP is off on the fuzz server: every destination is refused, hostile or not
+        "transport": maybe([None, {"type": "rtp", "host": "127.0.0.1", "port": 40000},
+                            {"type": "rtp", "host": "a" * 64 + ".x", "port": 1},
+                            {"type": "rtp", "host": "::1", "port": 70000},
+                            {"type": "udp", "host": "x", "port": 1}, {"type": "rtp"}]),
+    },
+)  # fmt: skip
 starts = st.fixed_dictionaries(
     {"type": st.just("start")},
     optional={
@@ -266,7 +282,7 @@ starts = st.fixed_dictionaries(
         "voice": maybe(["en_US-joe-medium", "alloy", "v_missing", ""]),
         "language": maybe(["en", "en-US", "EN", "fr", "", "x-klingon"]),
         "speed": maybe([1.0, 0.5, 2.0, 0.49, 2.01, 0, -1, 1e308, 1]),
-        "output": outputs | odd,
+        "output": st.one_of(outputs, outputs, outputs, odd, odd, odd, telephony_outputs),
     },
 )
 messages = st.one_of(

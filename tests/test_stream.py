@@ -81,6 +81,7 @@ async def test_llm_token_stream_opus_is_intelligible_speech(server: ServerProces
         "bitrate": 32000,
         "channels": 1,
         "pacing": None,  # as fast as frames are made
+        "transport": None,  # binary frames on this WebSocket
     }
     assert ready["engine"] == "piper" and ready["voice"] == "en_US-joe-medium"
     assert ready["pre_skip"] == 312
