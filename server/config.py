@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.config_f5 import F5Settings
+from server.config_voices import VoiceSettings
 from server.rtp.policy import parse_allowlist
 from server.settings_source import SettingsSource
 
@@ -20,8 +20,9 @@ ENV_PREFIX = "VOXWIRE_"
 _D = msgspec.Meta
 
 
-class Settings(F5Settings, kw_only=True, forbid_unknown_fields=True):
-    """Every setting; F5-TTS's are in server/config_f5.py."""
+class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
+    """Every setting; F5-TTS's are in server/config_f5.py, the voices', languages' and
+    text's in server/config_voices.py."""
 
     host: Annotated[str, _D(description="Address to listen on.")] = "127.0.0.1"
     port: Annotated[int, _D(ge=0, le=65535, description="TCP port (0 picks a free one).")] = 8765

@@ -1,0 +1,55 @@
+"""Voice, language and text settings (issue 17): a part of ``server.config.Settings``,
+kept apart so that module stays readable."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from server.config_f5 import F5Settings
+
+_D = msgspec.Meta
+
+
+class VoiceSettings(F5Settings, kw_only=True, forbid_unknown_fields=True):
+    piper_voices_dir: Annotated[
+        str,
+        _D(
+            description="Folder of Piper voices (`NAME.onnx` + `NAME.onnx.json` each), "
+            "served beside the bundled one; `voxwire voices fetch` downloads into it. "
+            "Empty: the bundled voice only."
+        ),
+    ] = ""
+    piper_max_resident_voices: Annotated[
+        int,
+        _D(
+            ge=1,
+            le=64,
+            description="Piper voices each engine process keeps loaded; the one used "
+            "longest ago is dropped to load another (about 60-120 MB each).",
+        ),
+    ] = 4
+    piper_voices_url: Annotated[
+        str,
+        _D(
+            description="Where `voxwire voices fetch` downloads from: Piper's voice "
+            "repository or a mirror with the same layout (`voices.json` at its root)."
+        ),
+    ] = "https://huggingface.co/rhasspy/piper-voices/resolve/main"
+    language_voices: Annotated[
+        str,
+        _D(
+            description="Default voice per language for a session or request that names "
+            "a `language` and no voice: `de=de_DE-thorsten-medium,es=es_ES-davefx-medium`. "
+            "A language not listed gets the first voice that speaks it."
+        ),
+    ] = ""
+    text_normalization: Annotated[
+        bool,
+        _D(
+            description="Spell out numbers, currency, percentages, dates, times, ordinals "
+            "and units before engines that read them as written (F5; Piper's espeak-ng "
+            "reads them itself)."
+        ),
+    ] = True
