@@ -1,4 +1,5 @@
-"""voxwire: `serve` the server, `say` text through it, make API `keys`, run a `bench`."""
+"""voxwire: `serve` the server, `say` text through it, make API `keys`, get Piper `voices`,
+run a `bench`."""
 
 from __future__ import annotations
 
@@ -154,6 +155,75 @@ def _keys(args: argparse.Namespace) -> int:
     return 0 if removed else 1
 
 
+def _voices(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server.voices import piper_fetch
+    from server.voices.piper_catalog import FetchError, listing
+
+    overrides = {"piper_voices_url": args.url, "piper_voices_dir": getattr(args, "dir", None)}
+    try:
+        settings = config.load_settings(overrides=overrides)
+    except msgspec.ValidationError as exc:
+        print(f"voxwire voices: bad setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.voices_command == "list":
+            catalog = piper_fetch.HttpSource(settings.piper_voices_url, args.timeout).catalog()
+            print("\n".join(listing(catalog, args.language)))
+            return 0
+        if not settings.piper_voices_dir:
+            print(
+                "voxwire voices fetch: no folder to put the voices in: give --dir, or set "
+                "piper_voices_dir (VOXWIRE_PIPER_VOICES_DIR)",
+                file=sys.stderr,
+            )
+            return 2
+        dest = Path(settings.piper_voices_dir).expanduser()
+        if args.offline:
+            piper_fetch.copy_offline(args.names, dest, Path(args.offline).expanduser())
+        else:
+            piper_fetch.fetch(args.names, dest, settings.piper_voices_url, args.timeout)
+    except FetchError as exc:
+        print(f"voxwire voices: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _voices_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    voices = sub.add_parser("voices", help="list Piper's voices, fetch them into piper_voices_dir")
+    vsub = voices.add_subparsers(dest="voices_command", required=True)
+    fetch = vsub.add_parser(
+        "fetch",
+        help="download voices (NAME.onnx + NAME.onnx.json) into the voices folder",
+        description="Download Piper voices, checked against the repository's voices.json, "
+        "into the voices folder the server loads (piper_voices_dir).",
+    )
+    fetch.add_argument(
+        "names", nargs="+", metavar="NAME", help="a voice, e.g. de_DE-thorsten-medium"
+    )
+    fetch.add_argument(
+        "--dir",
+        help="the voices folder (default: the piper_voices_dir setting, VOXWIRE_PIPER_VOICES_DIR)",
+    )
+    fetch.add_argument(
+        "--offline",
+        metavar="SRC_DIR",
+        help="copy from this local folder (a copy of the repository, or NAME.onnx files) instead",
+    )
+    listed = vsub.add_parser("list", help="the voices the repository offers")
+    listed.add_argument(
+        "--language", default="", help="only these: a language (de) or locale (de_DE)"
+    )
+    for p in (fetch, listed):
+        p.add_argument(
+            "--url",
+            help="the voice repository (default: the piper_voices_url setting, "
+            "VOXWIRE_PIPER_VOICES_URL)",
+        )
+        p.add_argument("--timeout", type=float, default=30.0, help="network timeout, seconds")
+
+
 # ---------------------------------------------------------------------------- say
 
 
@@ -267,11 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             help="store the digest in this Redis (shared by every node)",
         )
         p.add_argument("--redis-prefix", default=os.environ.get("VOXWIRE_REDIS_PREFIX", "voxwire:"))
+    _voices_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "voices":
+        return _voices(args)
     if args.output in (None, "-"):
         return asyncio.run(_say(args, sys.stdout.buffer))
     with open(args.output, "wb") as out:
