@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from server import openapi, speech, voices_api
+from server import engine_metrics, openapi, speech, voices_api
 from server.access import AccessControl, mint_token
 from server.appstate import AppState as AppState  # re-exported until every user imports appstate
 from server.auth import AuthError, KeyRing, Tokens, parse_keys
@@ -32,15 +32,18 @@ from server.engines.base import Engine
 from server.engines.f5.engine import F5Engine
 from server.engines.process import ProcessEngine
 from server.engines.worker import EngineWorker
+from server.http_metrics import HttpMetrics
 from server.limits import LimitConfig, Limits, MemoryLimits, RedisLimits
-from server.responses import EnginesResponse
+from server.responses import EnginesResponse, option_ranges, outputs
 from server.rtp.policy import parse_allowlist
 from server.rtp.sender import RtpGate
 from server.state.sessions import MemorySessionStore, RedisSessionStore
 from server.state.tokens import ResumeTokens, shared_secret
 from server.state.voices import MemoryVoiceStore, RedisVoiceStore, VoiceCache, VoiceStore
 from server.streaming.chunker import ChunkPolicy
+from server.text import for_piper
 from server.voices import registry as voice_registry
+from server.voices.ids import server_voices
 from server.ws import dialect_routes
 from server.ws.native import NativeSession
 
@@ -107,6 +110,10 @@ def chunk_policy(settings: Settings) -> ChunkPolicy:
     )
 
 
+def _verbalizes(engine: str, settings: Settings) -> bool:
+    return engine == "piper" and settings.text_normalization
+
+
 def build_engines(settings: Settings) -> dict[str, Engine]:
     piper: Engine
     if settings.engine_isolation == "process":
@@ -117,8 +124,9 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
         piper = ProcessEngine("piper", ProcessOptions.from_settings(settings))
     else:
         from server.engines.piper import PiperEngine
+        from server.engines.piper_voices import PiperOptions
 
-        piper = PiperEngine()
+        piper = PiperEngine(PiperOptions.from_settings(settings))
     engines: dict[str, Engine] = {"piper": piper}
     if settings.replay_engine:
         from server.engines.replay import ReplayEngine
@@ -224,6 +232,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     for engine in state.engines.values():
         if isinstance(engine, ProcessEngine | F5Engine):  # F5: its generation host (issue 11)
             engine.events = state.metrics.engine_event
+    engine_metrics.watch_engines(state.metrics, state.engines)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -241,9 +250,12 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
                     settings.engine_threads,
                     on_queue_depth=gauge.set,
                     on_output_cut=state.metrics.engine_output_cut.labels(name).inc,
+                    # espeak-ng misreads currency, dates, units (docs/normalization.md)
+                    verbalize=for_piper if _verbalizes(name, settings) else None,
                 )
             worker.start()
             state.workers[name] = worker
+        engine_metrics.install(state.metrics, state.workers)
 
         async def load() -> None:
             try:
@@ -290,8 +302,13 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
         return JSONResponse(body, status_code=503)
 
     async def engines_route(request: Request) -> Response:
-        infos = [e.info() for e in state.engines.values()]
-        body = EnginesResponse(default=settings.engine, engines=infos)
+        infos = [
+            msgspec.structs.replace(e.info(), voices=[v.id for v in server_voices(e)])
+            for e in state.engines.values()
+        ]
+        body = EnginesResponse(
+            default=settings.engine, engines=infos, options=option_ranges(), outputs=outputs()
+        )
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     openapi_body = msgspec.json.encode(openapi.document())
@@ -326,6 +343,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
                 allow_headers=["Authorization", "Content-Type"],
             ),
         )
+    # outermost of all: every request is counted and timed, refused or not
+    middleware.insert(0, Middleware(HttpMetrics, metrics=state.metrics))
     app = Starlette(
         routes=[
             Route("/health", health),

@@ -428,6 +428,7 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         parse_allowlist(self.rtp_allowed_destinations)  # a bad entry is named at start-up
+        self.language_voice_map()
 
 
 # Reading and documenting the settings is generic (server.settings_source); these names

@@ -41,8 +41,9 @@ class VoiceSettings(F5Settings, kw_only=True, forbid_unknown_fields=True):
         str,
         _D(
             description="Default voice per language for a session or request that names "
-            "a `language` and no voice: `de=de_DE-thorsten-medium,es=es_ES-davefx-medium`. "
-            "A language not listed gets the first voice that speaks it."
+            "a `language` and no voice: `de=de_DE-thorsten-medium,en-GB=en_GB-alan-medium`. "
+            "The full tag is tried first, then its language; one not listed gets the "
+            "engine's default voice if it speaks it, else the first voice that does."
         ),
     ] = ""
     text_normalization: Annotated[
@@ -53,3 +54,14 @@ class VoiceSettings(F5Settings, kw_only=True, forbid_unknown_fields=True):
             "reads them itself)."
         ),
     ] = True
+
+    def language_voice_map(self) -> dict[str, str]:
+        """``language_voices`` by language tag ("de", "en-gb": lower case, ``-``);
+        ValueError names a bad entry."""
+        out: dict[str, str] = {}
+        for entry in filter(None, (e.strip() for e in self.language_voices.split(","))):
+            lang, sep, voice = (part.strip() for part in entry.partition("="))
+            if not sep or not lang or not voice:
+                raise ValueError(f"language_voices: {entry!r} is not LANGUAGE=VOICE")
+            out[lang.replace("_", "-").lower()] = voice
+        return out

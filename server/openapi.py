@@ -163,7 +163,11 @@ def document() -> dict[str, Any]:
             "/v1/engines": {
                 "get": {
                     "operationId": "listEngines",
-                    "summary": "Engines and their state",
+                    "summary": "Engines, their state and capabilities",
+                    "description": "Per engine: languages, voices, whether it clones and "
+                    "gives word timings, and the engine_options it honours with its "
+                    "defaults (null: the voice's own); `options` gives every option's "
+                    "type and bounds, `outputs` the encodings and rates.",
                     "security": secured,
                     "responses": {"200": _json("EnginesResponse", "Engines"), **_errors(401, 429)},
                 }
@@ -175,6 +179,22 @@ def document() -> dict[str, Any]:
                     "description": "`upload` is present where this node can clone voices: "
                     "the limits and formats `POST /v1/voices` accepts.",
                     "security": secured,
+                    "parameters": [
+                        {
+                            "name": "language",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only voices of this language (de) or locale (de-DE)",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "engine",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only this engine's voices",
+                            "schema": {"type": "string"},
+                        },
+                    ],
                     "responses": {
                         "200": _json("VoicesResponse", "Voices"),
                         **_errors(401, 429, 503),

@@ -76,6 +76,24 @@ class ResumeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     from_frame: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
+class EngineOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-stream engine controls; a field left out keeps the engine's default. Each
+    engine honours its own (``GET /v1/engines`` lists them with their defaults), and
+    naming another engine's is an error."""
+
+    noise_scale: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None  # Piper
+    noise_w: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None  # Piper
+    speaker: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None  # Piper
+    cfg_strength: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] | None = None  # F5
+    nfe_steps: Annotated[int, msgspec.Meta(ge=4, le=64)] | None = None  # F5
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] | None = None  # F5
+    cross_fade_s: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None  # F5
+
+    def named(self) -> list[str]:
+        """The options set, by name."""
+        return [f for f in self.__struct_fields__ if getattr(self, f) is not None]
+
+
 class Start(msgspec.Struct, tag="start", kw_only=True, forbid_unknown_fields=True):
     """Opens an utterance stream; must be the first message."""
 
@@ -86,6 +104,7 @@ class Start(msgspec.Struct, tag="start", kw_only=True, forbid_unknown_fields=Tru
     output: OutputFormat | None = None
     # "word": a ``words`` event after each chunk's ``segment`` with its words' times
     timings: Literal["word"] | None = None
+    engine_options: EngineOptions | None = None
     # Resume a session: it keeps its own settings, so the fields above are left out.
     resume: ResumeRequest | None = None
 
@@ -213,12 +232,17 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
         raise ProtocolError("invalid_json", f"message is not valid JSON: {exc}") from None
     if isinstance(msg, Start):
         if msg.resume is not None and (
-            msg.voice or msg.engine or msg.language or msg.output or msg.speed != 1.0
+            msg.voice
+            or msg.engine
+            or msg.language
+            or msg.output
+            or msg.speed != 1.0
+            or msg.engine_options
         ):
             raise ProtocolError(
                 "invalid_field",
                 "a 'start' with 'resume' continues the session with its own settings; "
-                "leave out voice, engine, language, speed and output",
+                "leave out voice, engine, language, speed, engine_options and output",
             )
         if msg.output is not None:
             check_output(msg.output)

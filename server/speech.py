@@ -29,6 +29,7 @@ from server.conversation.core import Conversation
 from server.errors import ErrorBody as ErrorBody
 from server.errors import error_response
 from server.errors import param_of as param_of
+from server.http_metrics import count_audio
 from server.streaming.containers import MEDIA_TYPES, FileEncoder, ResponseFormat, file_encoder
 from server.voices.registry import ensure_voice, server_voices
 
@@ -90,10 +91,44 @@ class SpeechRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             examples=["alloy"],
         ),
     ]
-    response_format: ResponseFormat = "mp3"
-    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] = 1.0
-    instructions: str | None = None  # accepted; the embedded engines have no use for it
-    stream_format: Literal["audio", "sse"] = "audio"
+    response_format: Annotated[
+        ResponseFormat, msgspec.Meta(description="Honoured: the container and codec")
+    ] = "mp3"
+    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0, description="Honoured")] = 1.0
+    instructions: Annotated[
+        str | None,
+        msgspec.Meta(description="Accepted and ignored: the embedded engines take no style prompt"),
+    ] = None
+    stream_format: Annotated[
+        Literal["audio", "sse"],
+        msgspec.Meta(description="Honoured: the audio bytes, or OpenAI's server-sent events"),
+    ] = "audio"
+    stream: Annotated[
+        bool,
+        msgspec.Meta(
+            description="false: the whole file in one response with Content-Length "
+            "(an engine failure is then a 500, not a cut file)"
+        ),
+    ] = True
+    language: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=35,
+                description="A language (BCP 47, e.g. de or de-DE): with one of OpenAI's "
+                "voice names, that language's voice speaks (setting language_voices); an "
+                "engine that does not speak it is an error",
+            ),
+        ]
+        | None
+    ) = None
+    engine_options: Annotated[
+        p.EngineOptions | None,
+        msgspec.Meta(
+            description="Per-request engine controls (GET /v1/engines lists each engine's); "
+            "the OpenAI SDK sends them with extra_body"
+        ),
+    ] = None
 
 
 class Model(msgspec.Struct, kw_only=True):
@@ -141,11 +176,7 @@ def resolve_voice(state: AppState, engine: str, voice: str | VoiceRef) -> str | 
     if name in ids:
         return name
     if name in OPENAI_VOICES:
-        return (
-            state.settings.voice
-            if engine == state.settings.engine
-            else worker.engine.info().default_voice
-        )
+        return ""  # the default voice, or the language's (stream set-up decides)
     return None
 
 
@@ -173,6 +204,10 @@ async def speech(request: Request) -> Response:
         return error_response(400, f"request body is not valid JSON: {exc}")
     if not req.input.strip():
         return error_response(400, "input is empty", param="input")
+    if not req.stream and req.stream_format == "sse":
+        return error_response(
+            400, "stream false asks for one file: stream_format sse cannot be", param="stream"
+        )
     engine = resolve_model(state, req.model)
     if engine is None:
         known = ", ".join([*state.workers, *OPENAI_MODELS])
@@ -260,7 +295,15 @@ async def stream_speech(
     )
     try:
         spec = setup.resolve(
-            state.settings, state.workers, engine, voice, None, req.speed, out, encoder=frames
+            state.settings,
+            state.workers,
+            engine,
+            voice or None,
+            req.language,
+            req.speed,
+            out,
+            encoder=frames,
+            options=req.engine_options,
         )
         conv.start(spec)
         conv.text(req.input)  # the same limits as a session's (max_buffered_chars)
@@ -270,14 +313,24 @@ async def stream_speech(
         if kid is not None:
             await admission.release_slot(state, kid, slot)
         state.metrics.errors.labels(exc.code).inc()
-        param = "voice" if "voice" in exc.code else "input"
-        return error_response(400, exc.message, param=param, code=exc.code)
+        return error_response(400, exc.message, param=_param(exc), code=exc.code)
     body = _SpeechBody(state, conv, file, kid, slot, req)
+    if not req.stream:
+        return await body.whole(MEDIA_TYPES[req.response_format])
     if req.stream_format == "sse":
         return StreamingResponse(
             body.sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
     return StreamingResponse(body.audio(), media_type=MEDIA_TYPES[req.response_format])
+
+
+def _param(exc: p.ProtocolError) -> str:
+    """The request field a stream set-up refusal is about."""
+    if "voice" in exc.code:
+        return "voice"
+    if exc.code == "unsupported_language":
+        return "language"
+    return "engine_options" if exc.message.startswith("engine_options") else "input"
 
 
 class _SpeechBody:
@@ -299,6 +352,7 @@ class _SpeechBody:
         self.slot = slot
         self.req = req
         self.completed = False
+        self.failed: str | None = None
         self._ready = asyncio.Event()
         conv.notify = self._ready.set
         self._t0 = time.perf_counter()
@@ -308,6 +362,7 @@ class _SpeechBody:
             async for data in self._file():
                 yield data
         finally:
+            count_audio(self.conv.audio_s_sent)  # voxwire_http_audio_seconds, by route
             self.conv.close()  # a client that went away: its queued work goes
             if self.kid is not None:
                 await admission.release_slot(self.state, self.kid, self.slot)
@@ -333,6 +388,7 @@ class _SpeechBody:
             if failed is not None:
                 # Headers are gone: all we can do is end the body early and say why.
                 log.error("speech_engine_failed", code=failed.code, message=failed.message)
+                self.failed = f"{failed.code}: {failed.message}"
                 return
             if frames:
                 continue
@@ -358,6 +414,19 @@ class _SpeechBody:
             elif isinstance(item, p.Error) and item.code != "engine_fallback":
                 return frames, item
         return frames, None
+
+    async def whole(self, media_type: str) -> Response:
+        """The file in one response (``stream: false``); its size bounded by the input's
+        (max_input_chars and the engines' audio budget per character)."""
+        parts = [data async for data in self.audio()]
+        if not self.completed:
+            return error_response(
+                500,
+                f"synthesis failed before the end of the input ({self.failed or 'cancelled'})",
+                "server_error",
+                code="engine_error",
+            )
+        return Response(b"".join(parts), media_type=media_type)
 
     async def sse(self) -> AsyncIterator[bytes]:
         async for data in self.audio():

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from server.auth import key_of
+from server.conversation.setup import primary
 from server.engines.base import EngineError, VoiceInfo, to_pcm16
 from server.errors import error_response
 from server.speech import SpeechRequest, admit, stream_speech
@@ -156,8 +157,24 @@ async def list_voices(request: Request) -> Response:
         )
         for m in stored
     ]
+    # ?language=de (or de-DE) and ?engine=piper narrow the list; a filter that matches
+    # nothing gives an empty list, as any filter would.
+    language = request.query_params.get("language")
+    engine = request.query_params.get("engine")
+    if language:
+        voices = [v for v in voices if _speaks(v, language)]
+    if engine:
+        voices = [v for v in voices if v.engine == engine]
     body = VoicesResponse(default=state.settings.voice, voices=voices, upload=upload_info(state))
     return _ok(body)
+
+
+def _speaks(v: VoiceInfo, language: str) -> bool:
+    """``language`` is the voice's (``de``), or its locale (``de-DE``, ``de_DE``)."""
+    asked = language.replace("_", "-").lower()
+    if "-" not in asked:
+        return primary(v.language) == asked
+    return (v.locale or v.language).replace("_", "-").lower() == asked
 
 
 async def get_voice(request: Request) -> Response:
@@ -177,6 +194,9 @@ async def get_voice(request: Request) -> Response:
                         language=v.language,
                         sample_rate=v.sample_rate,
                         builtin=v.builtin,
+                        locale=v.locale,
+                        quality=v.quality,
+                        speakers=v.speakers,
                     )
                 )
     return _not_found(voice_id)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server import protocol as p
+from server.responses import option_ranges
 from tests.support import ROOT
 
 
@@ -80,3 +83,41 @@ def test_published_schema_matches_the_code() -> None:
         "OutputFormat",
     ):
         assert name in defs
+
+
+_OPTION_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=200),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+_OPTION_NAMES = st.sampled_from([*p.EngineOptions.__struct_fields__, "loudness", "", "Seed"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_OPTION_NAMES, _OPTION_VALUES, max_size=4) | _OPTION_VALUES)
+def test_any_engine_options_decode_within_bounds_or_are_named(value: object) -> None:
+    """Whatever a client puts in ``engine_options``: a struct whose every value is in
+    its bounds, or a ProtocolError that names the field, never another exception."""
+    raw = json.dumps({"type": "start", "engine_options": value})
+    try:
+        msg = p.decode_client_message(raw)
+    except p.ProtocolError as exc:
+        assert exc.code in {"invalid_field", "out_of_range", "unknown_field", "invalid_json"}
+        assert "engine_options" in exc.message
+        return
+    assert isinstance(msg, p.Start)
+    o = msg.engine_options
+    if o is None:
+        return
+    for r in option_ranges():
+        v = getattr(o, r.name)
+        if v is None:
+            continue
+        if r.type == "string":
+            assert isinstance(v, str) and 1 <= len(v) <= (r.max_length or 0)
+        else:
+            assert r.min is not None and r.max is not None and r.min <= v <= r.max

@@ -24,6 +24,7 @@ from server.config import Settings
 from server.conversation import setup
 from server.conversation.phase import Phase, check, started, takes_text
 from server.conversation.ports import NullSink, Sink, Worker
+from server.conversation.sending import Sending
 from server.conversation.setup import StreamSpec
 from server.conversation.timings import SegmentClock
 from server.conversation.types import (
@@ -31,7 +32,6 @@ from server.conversation.types import (
     CLOSE_SERVICE_RESTART,
     DRAIN_MESSAGE,
     Fatal,
-    Outgoing,
 )
 from server.engines.base import EngineError
 from server.engines.jobs import (
@@ -52,7 +52,9 @@ from server.streaming.pacer import Pacer
 log = structlog.get_logger("voxwire.conversation")
 
 
-class Conversation:
+class Conversation(Sending):
+    """One stream of speech; the sending half (``pop``, ``sent``, pacing) is ``Sending``."""
+
     def __init__(
         self,
         session_id: str,
@@ -113,10 +115,6 @@ class Conversation:
     def live(self, generation: int) -> bool:
         return generation == self.generation and not self.closed
 
-    @property
-    def engine_name(self) -> str:
-        return self.spec.engine if self.spec is not None else ""
-
     def idle(self) -> bool:
         return (
             self.chunker.buffered_chars == 0
@@ -129,18 +127,9 @@ class Conversation:
         return len(self.outbox) > 0 or self.pending_chars > 0 or self.markers_pending > 0
 
     @property
-    def unsent_s(self) -> float:
-        """Audio made for the client and not taken by it: the outbox, plus what sits in
-        this side's socket buffers (sampled by the adapter)."""
-        return self.outbox.audio_s + self.socket_unsent_s
-
-    @property
     def client_unsent_s(self) -> float:
         """What waits on the client: a paced outbox waits on the pacer (RTP: on nothing)."""
         return self.socket_unsent_s if self.pacer is not None else self.unsent_s
-
-    def can_take_work(self) -> bool:
-        return self.unsent_s < self.settings.max_unsent_audio_s
 
     def rename(self, session_id: str) -> None:
         """A resume continues another session: it goes on under that one's id."""
@@ -313,6 +302,8 @@ class Conversation:
             text=text,
             voice=s.voice,
             speed=s.speed,
+            options=s.options,
+            language=s.language or s.voice_language,
             first=first,
             index=index,
             timings=self.timings and kind == "chunk",
@@ -387,9 +378,8 @@ class Conversation:
         self.notify()
 
     def _chunk_done(self, item: ChunkDone) -> None:
+        # (its real-time factor is the worker's to report: it knows the model)
         self.pending_chars = max(0, self.pending_chars - item.chars)
-        if item.audio_s > 0:
-            self.metrics.rtf.labels(self.engine_name).observe(item.engine_s / item.audio_s)
 
     def _utterance_done(self, item: UtteranceDone) -> None:
         self.markers_pending -= 1
@@ -431,82 +421,6 @@ class Conversation:
                 index = self.segments
                 self.segments += 1
             target.worker.submit(self._job(job.kind, job.text, job.first, index))
-
-    # ------------------------------------------------------------------ sending
-
-    def put(self, msg: p.ServerMessage) -> None:
-        self.outbox.put_message(msg)
-        self.notify()
-
-    def error(
-        self, code: str, message: str, fatal: bool = False, resume: p.ResumeHint | None = None
-    ) -> None:
-        """A non-fatal error event (fatal ones go through ``fail``)."""
-        self.metrics.errors.labels(code).inc()
-        self.log.info("client_error", code=code, message=message, fatal=fatal)
-        self.put(p.Error(code=code, message=message, fatal=fatal, resume=resume))
-
-    def pop(self) -> Outgoing | None:
-        """The next frame or message to send, or None when the outbox is empty. A frame
-        is numbered here, before its send: a cancel during the send must not reuse it."""
-        if not self.outbox:
-            return None
-        is_frame, item = self.outbox.pop()
-        if is_frame:
-            self.frames_sent += 1
-            return True, item
-        if isinstance(item, SegmentStart):
-            t0 = self._first_chunk_t0.pop(item.index, None)
-            if t0 is not None:
-                self._ttfa_t0 = t0
-            self.segment_clock.reached(
-                item.index, self.frames_sent * self.outbox.frame_s, item.text
-            )
-            item = p.Segment(index=item.index, text=item.text, first_frame=self.frames_sent)
-        elif isinstance(item, ChunkTimings):
-            words = self.segment_clock.words(item)
-            return (False, words) if words is not None else self.pop()
-        elif isinstance(item, p.Done):
-            item = p.Done(frames=self.frames_sent)
-        return False, item
-
-    def frame_next(self) -> bool:
-        return self.outbox.frame_next()
-
-    def pace(self) -> float:
-        """Seconds the sender waits before the next frame (``output.pacing``), else 0."""
-        if self.pacer is None or not self.outbox.frame_next():
-            return 0.0
-        return self.pacer.wait(self.clock())
-
-    def starts_spurt(self) -> bool:
-        """Whether the next frame starts a talkspurt (paced streams: the pacer's model)."""
-        return self.pacer is not None and self.pacer.starts_spurt(self.clock())
-
-    def sent(self, nbytes: int) -> None:
-        """A frame of ``nbytes`` left: count it, time the first audio, let the engine on."""
-        frame_s = self.outbox.frame_s
-        if self.pacer is not None:
-            self.pacer.sent(self.clock())
-        self.bytes_sent += nbytes
-        self.audio_s_sent += frame_s
-        self.metrics.frames_sent.inc()
-        self.metrics.audio_seconds.inc(frame_s)
-        if self._ttfa_t0 is not None:
-            dt = self.clock() - self._ttfa_t0
-            self.ttfa.append(dt)
-            self.metrics.ttfa.labels(self.engine_name, self.protocol).observe(dt)
-            self._ttfa_t0 = None
-        if self.spec is not None and self.can_take_work():
-            self.spec.worker.wake()
-
-    def socket_sampled(self, unsent_s: float) -> None:
-        """The adapter measured how much sent audio the client's TCP has not taken."""
-        was = self.socket_unsent_s
-        self.socket_unsent_s = unsent_s
-        limit = self.settings.max_unsent_audio_s
-        if was >= limit > unsent_s and self.spec is not None:
-            self.spec.worker.wake()  # the client caught up: the engine may go on
 
     # ------------------------------------------------------------------ drain and close
 

@@ -34,6 +34,8 @@ class StreamSpec:
     output: p.OutputFormat  # as the client asked, with the bitrate the encoder uses
     pipeline: AudioPipeline
     pre_skip: int  # 48 kHz samples a decoder skips at the start (Opus), else 0
+    options: p.EngineOptions | None = None
+    voice_language: str | None = None  # the voice's (what its text is read in by default)
 
 
 def default_voice(settings: Settings, worker: Worker) -> str:
@@ -65,15 +67,74 @@ def check_voice(engine_name: str, worker: Worker, voice: str) -> None:
         )
 
 
+def primary(language: str) -> str:
+    """ "de-AT", "de_DE" and "DE" all speak "de"."""
+    return language.replace("_", "-").split("-")[0].lower()
+
+
 def check_language(engine_name: str, worker: Worker, language: str | None) -> None:
     if language is None:
         return
     langs = worker.engine.info().languages
-    if language.split("-")[0].lower() not in langs:
+    if primary(language) not in langs:
         raise p.ProtocolError(
             "unsupported_language",
             f"engine {engine_name!r} does not speak {language!r}; it speaks " + ", ".join(langs),
         )
+
+
+def voice_for_language(settings: Settings, engine_name: str, worker: Worker, language: str) -> str:
+    """The voice of a stream that names a language and no voice: the one configured for
+    its tag (``en-GB``) or language (``en``), else of the engine's voices with that
+    locale, then that language: the default voice if it is one of them, else the first."""
+    check_language(engine_name, worker, language)
+    tag, lang = language.replace("_", "-").lower(), primary(language)
+    voices = server_voices(worker.engine)
+    configured = settings.language_voice_map()
+    for key in (tag, lang):
+        if any(v.id == configured.get(key) for v in voices):
+            return configured[key]
+    default = default_voice(settings, worker)
+    for locale_level in (True, False):
+        found = [
+            v.id
+            for v in voices
+            if ((v.locale or v.language).replace("_", "-").lower() == tag)
+            or (not locale_level and v.language == lang)
+        ]
+        if found:
+            return default if default in found else found[0]
+    return default
+
+
+def voice_language(worker: Worker, voice: str) -> str | None:
+    """What ``voice`` speaks (its locale where it has one), None if it does not say."""
+    return next((v.locale or v.language for v in worker.engine.voices() if v.id == voice), None)
+
+
+def check_options(
+    engine_name: str, worker: Worker, voice: str, options: p.EngineOptions | None
+) -> None:
+    """Engine options the engine honours, and a speaker its voice has."""
+    if options is None:
+        return
+    honoured = worker.engine.info().options
+    for name in options.named():
+        if name not in honoured:
+            raise p.ProtocolError(
+                "invalid_field",
+                f"engine_options.{name}: engine {engine_name!r} has no such option"
+                f" (it has: {', '.join(honoured) or 'none'})",
+            )
+    if options.speaker is not None:
+        info = next((v for v in worker.engine.voices() if v.id == voice), None)
+        names = (info.speakers if info else None) or []
+        if options.speaker not in names:
+            raise p.ProtocolError(
+                "invalid_field",
+                f"engine_options.speaker: voice {voice!r} has no speaker {options.speaker!r}"
+                f" (it has: {', '.join(names) or 'one voice, no speakers'})",
+            )
 
 
 def encoder_for(
@@ -123,14 +184,21 @@ def resolve(
     speed: float,
     output: p.OutputFormat,
     encoder: AudioEncoder | None = None,
+    options: p.EngineOptions | None = None,
 ) -> StreamSpec:
     """The stream a client asked for; ``encoder`` replaces the one ``output`` names (the
     HTTP route encodes files from the pipeline's frames)."""
     name = engine or settings.engine
     worker = pick_worker(workers, name)
-    chosen = voice or default_voice(settings, worker)
+    if voice:
+        chosen = voice
+    elif language:
+        chosen = voice_for_language(settings, name, worker, language)
+    else:
+        chosen = default_voice(settings, worker)
     check_voice(name, worker, chosen)
     check_language(name, worker, language)
+    check_options(name, worker, chosen, options)
     enc = encoder if encoder is not None else build_encoder(settings, output)
     bitrate = enc.ctl_settings()["bitrate"] if isinstance(enc, OpusEncoder) else None
     out = p.OutputFormat(
@@ -143,7 +211,18 @@ def resolve(
         transport=output.transport,
     )
     pipeline = AudioPipeline(worker.engine.sample_rate, enc)
-    return StreamSpec(name, worker, chosen, language, speed, out, pipeline, pre_skip(enc))
+    return StreamSpec(
+        name,
+        worker,
+        chosen,
+        language,
+        speed,
+        out,
+        pipeline,
+        pre_skip(enc),
+        options,
+        voice_language(worker, chosen),
+    )
 
 
 def fallback(
@@ -155,15 +234,17 @@ def fallback(
     if target is None or target is spec.worker:
         return None
     pipeline = AudioPipeline(target.engine.sample_rate, spec.pipeline.encoder)
+    voice = default_voice(settings, target)
     return StreamSpec(
         target.engine.name,
         target,
-        default_voice(settings, target),
+        voice,
         spec.language,
         spec.speed,
         spec.output,
         pipeline,
         spec.pre_skip,
+        voice_language=voice_language(target, voice),
     )
 
 

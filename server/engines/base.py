@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+
+from server.protocol import EngineOptions as EngineOptions  # engines' side of it
 
 Audio = npt.NDArray[np.float32]
 
@@ -30,6 +32,9 @@ class VoiceInfo(msgspec.Struct, kw_only=True):
     language: str
     sample_rate: int
     builtin: bool = True
+    locale: str | None = None  # as the voice names it, e.g. "de_DE"
+    quality: str | None = None  # Piper's x_low, low, medium, high
+    speakers: list[str] | None = None  # a multi-speaker voice's `speaker` values
 
 
 class EngineInfo(msgspec.Struct, kw_only=True):
@@ -39,6 +44,12 @@ class EngineInfo(msgspec.Struct, kw_only=True):
     default_voice: str
     loaded: bool
     streaming: bool  # True when audio of one chunk arrives in pieces before the chunk is done
+    # The per-stream options (EngineOptions' fields) it honours, with its defaults (None:
+    # the voice's own, e.g. a Piper voice's config); stream set-up refuses the others.
+    options: dict[str, float | int | str | None] = {}
+    clones: bool = False  # makes voices from uploaded references
+    voices: list[str] = []  # ids of the voices anyone may name (GET /v1/engines fills it)
+    word_timings: Literal["aligned", "estimated"] | None = None
 
 
 class WordSpan(msgspec.Struct, array_like=True, frozen=True):

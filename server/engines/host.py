@@ -17,16 +17,17 @@ import numpy as np
 
 from server.engines import ipc
 from server.engines.base import Audio, Engine, EngineError, Timed
+from server.engines.piper_voices import PiperOptions
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def build(name: str) -> Engine:
+def build(name: str, piper: PiperOptions) -> Engine:
     """The engines that can run in a process of their own."""
     if name == "piper":
         from server.engines.piper import PiperEngine
 
-        return PiperEngine()
+        return PiperEngine(piper)
     raise ValueError(f"no engine {name!r} can run in an engine process")
 
 
@@ -35,12 +36,14 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
-def main(conn: Connection, name: str, max_rss_bytes: int, warm_text: str) -> None:
+def main(
+    conn: Connection, name: str, max_rss_bytes: int, warm_text: str, piper: PiperOptions
+) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the server decides when
     # its engines stop (its pipe closes), so a drain can still finish its utterances.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        engine = build(name)
+        engine = build(name, piper)
         engine.load()
         if warm_text:
             for _ in engine.synthesize(warm_text, engine.info().default_voice, 1.0):
@@ -80,17 +83,21 @@ def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
             continue
         rss = rss_bytes()
         retiring = rss > max_rss_bytes
-        conn.send_bytes(ipc.encode(ipc.Finished(msg.id, rss, retiring)))
+        resident = getattr(engine, "resident", None)  # Piper's voices held in memory
+        n = len(resident()) if resident is not None else -1
+        conn.send_bytes(ipc.encode(ipc.Finished(msg.id, rss, retiring, n)))
         if retiring:
             return
 
 
 def _pieces(engine: Engine, msg: ipc.Synthesize) -> Iterator[Audio | Timed]:
+    # Options go only to an engine that takes them (stream set-up refused them otherwise).
+    extra = {} if msg.options is None else {"options": msg.options}
     timed = getattr(engine, "synthesize_timed", None) if msg.timed else None
     if timed is not None:
-        pieces: Iterator[Audio | Timed] = timed(msg.text, msg.voice, msg.speed)
+        pieces: Iterator[Audio | Timed] = timed(msg.text, msg.voice, msg.speed, **extra)
         return pieces
-    return engine.synthesize(msg.text, msg.voice, msg.speed)
+    return engine.synthesize(msg.text, msg.voice, msg.speed, **extra)
 
 
 def _piece(req_id: int, piece: Audio | Timed) -> ipc.Piece:

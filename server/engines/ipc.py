@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from server.engines.base import EngineInfo, VoiceInfo, WordSpan
+from server.engines.base import EngineInfo, EngineOptions, VoiceInfo, WordSpan
 
 
 class Hello(msgspec.Struct, tag="hello"):
@@ -25,6 +25,7 @@ class Synthesize(msgspec.Struct, tag="synth"):
     voice: str
     speed: float
     timed: bool = False  # word timings wanted: pieces come with their words
+    options: EngineOptions | None = None  # the stream's engine options, if it set any
 
 
 class Cancel(msgspec.Struct, tag="cancel"):
@@ -47,6 +48,7 @@ class Finished(msgspec.Struct, tag="done"):
     rss_bytes: int
     # The process is over its memory bound and exits now: the server starts another.
     retiring: bool = False
+    resident_voices: int = -1  # voices the engine has loaded (-1: it does not say)
 
 
 class Failed(msgspec.Struct, tag="failed"):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from server.engines.base import Audio, Timed
+from server.engines.base import Audio, EngineOptions, Timed
 from server.streaming.pipeline import AudioPipeline
 
 
@@ -175,6 +175,10 @@ class Job:
     skip_frames: int = 0
     # Word timings wanted (ChunkTimings), from an engine that can tell (TimedEngine)
     timings: bool = False
+    # The stream's engine options (start.engine_options), None when it set none
+    options: EngineOptions | None = None
+    # The language the text is read in: the stream's, else its voice's (None: unknown)
+    language: str | None = None
     queued_at: float = field(default_factory=time.perf_counter)
     # EngineWorker preemption: the loop sets yield_requested to have the running job
     # pause at its next slice; where it stopped is kept in paused (for that worker only).

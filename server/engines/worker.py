@@ -49,8 +49,11 @@ from server.engines.jobs import (
     WordTime,
     accepted_chars,
 )
+from server.engines.meter import NullMeter, QueueClock, WorkerMeter
 from server.engines.timing import remap
+from server.engines.wordmap import remap_said
 from server.streaming.normalize import audio_budget_s, speakable
+from server.text import Verbalized
 
 __all__ = [  # the job types are imported from here by the engines and the core
     "ChunkDone",
@@ -90,9 +93,13 @@ class EngineWorker:
         threads: int = 1,
         on_queue_depth: Callable[[int], None] | None = None,
         on_output_cut: Callable[[], None] | None = None,
+        verbalize: Callable[[str, str | None], Verbalized] | None = None,
     ) -> None:
         self.engine = engine
         self.on_output_cut = on_output_cut or (lambda: None)
+        # What the engine should be given of a chunk's text in a language (server/text/:
+        # Piper's for_piper), or None: the text as it is.
+        self.verbalize = verbalize
         self.threads = threads
         self._queue = FairQueue(on_queue_depth)
         self._busy: set[str] = set()
@@ -103,6 +110,9 @@ class EngineWorker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running_jobs: list[Job] = []  # EngineWorker's own jobs on its threads
+        # The metrics (the app sets its EngineMeter), and time in queue for them.
+        self.meter: WorkerMeter = NullMeter()
+        self._queue_clock = QueueClock()
 
     # -- loop side --------------------------------------------------------------
 
@@ -123,6 +133,7 @@ class EngineWorker:
         return self._queue.depth
 
     def submit(self, job: Job) -> None:
+        job.queued_at = time.perf_counter()  # (a job moved here from another worker waits anew)
         self._queue.push(job)
         self._wake.set()
         if job.first and self._running >= self.threads:
@@ -168,6 +179,7 @@ class EngineWorker:
                 continue
             if job.generation != job.stream.generation:
                 continue  # cancelled while queued
+            self._started(job)
             self._busy.add(job.stream.session_id)
             self._running += 1
             self._running_jobs.append(job)
@@ -184,17 +196,36 @@ class EngineWorker:
             log.exception("job_failed", session_id=job.stream.session_id, error=repr(exc))
             chars = accepted_chars(job) if job.kind == "chunk" else 0
             job.stream.deliver(
-                job.generation, [EngineFailed("engine_error", str(exc), chars=chars)]
+                job.generation, [self._failed("engine_error", str(exc), chars=chars)]
             )
         finally:
             self._running_jobs = [j for j in self._running_jobs if j is not job]
-            self._busy.discard(job.stream.session_id)
+            self._release(job.stream.session_id)
             self._running -= 1
             if paused and job.generation == job.stream.generation:
                 # Its listener is playing what it got so far: it resumes as soon as the
                 # first chunk that paused it is under way, before other later chunks.
                 self._queue.push_front(job, next_in_round=True)
             self._wake.set()
+
+    def _started(self, job: Job) -> float:
+        """A job leaves the queue for the engine (now, which it returns): its time in
+        queue, the first time only (a paused job that resumes was counted already)."""
+        if job.kind == "chunk" and job.paused is None:
+            self.meter.queue_wait(self._queue_clock.waited(job), job.first)
+        return time.perf_counter()
+
+    def _failed(
+        self, code: str, message: str, retry: list[Job] | None = None, chars: int = 0
+    ) -> EngineFailed:
+        """A job's failure for its stream, counted."""
+        self.meter.failure(code)
+        return EngineFailed(code, message, retry=retry, chars=chars)
+
+    def _release(self, session_id: str) -> None:
+        """The session's job is off the engine: it may take work again."""
+        self._busy.discard(session_id)
+        self._queue_clock.released(session_id)
 
     # -- worker thread side -----------------------------------------------------
 
@@ -214,59 +245,75 @@ class EngineWorker:
         try:
             return run.chunk()
         except EngineError as exc:
-            run.send([EngineFailed(exc.code, exc.message, chars=accepted_chars(job))])
+            run.send([self._failed(exc.code, exc.message, chars=accepted_chars(job))])
             return False
 
     def synthesize(self, job: Job) -> Iterator[Audio | Timed]:
         """The engine's audio for a chunk: from its text made safe to speak
         (server/streaming/normalize.py: what espeak-ng crashes on, emoji, symbol runs),
-        and no longer than that text can take; what runs past the bound is cut. With
+        with what the engine reads wrongly written out (``verbalize``: server/text/), and
+        no longer than that text can take; what runs past the bound is cut. With
         ``job.timings``, pieces may come ``Timed``, their words as spans of ``job.text``."""
-        spoken = speakable(job.text)
+        safe = speakable(job.text)
+        said = self.verbalize(safe, job.language) if self.verbalize is not None else None
+        spoken = said.text if said is not None else safe
         if not spoken:
             return
         rate = self.engine.sample_rate
-        budget = int(audio_budget_s(spoken, job.speed) * rate)
+        # The bound is the client's text's (digits already weigh as numbers read out), so
+        # writing them out as words never loosens it.
+        budget = int(audio_budget_s(safe, job.speed) * rate)
         pieces = self._engine_pieces(job, spoken)
+
+        def back(words: list[WordSpan]) -> list[WordSpan]:
+            """Spans of what the engine said as spans of the client's text."""
+            if said is not None:
+                return remap_said(said, job.text, words)
+            return remap(spoken, job.text, words)
+
         n = 0
         try:
             for item in pieces:
                 piece = item.audio if isinstance(item, Timed) else item
                 if n + len(piece) > budget:
-                    yield _cut(item, budget - n, rate, spoken, job.text)
+                    yield _cut(item, budget - n, rate, back)
                     log.warning(
                         "engine_output_cut",
                         engine=self.engine.name,
-                        chars=len(spoken),
+                        chars=len(safe),
                         budget_s=round(budget / rate, 2),
                     )
                     self.on_output_cut()
                     return
                 n += len(piece)
-                yield _cut(item, len(piece), rate, spoken, job.text)
+                yield _cut(item, len(piece), rate, back)
         finally:
             close = getattr(pieces, "close", None)  # a generator, or a plain iterator
             if close is not None:
                 close()  # the engine stops (a process engine gets Cancel)
 
     def _engine_pieces(self, job: Job, spoken: str) -> Iterator[Audio | Timed]:
+        # Options go only to an engine that takes them (stream set-up refused them else).
+        extra = {} if job.options is None else {"options": job.options}
         timed = getattr(self.engine, "synthesize_timed", None) if job.timings else None
         if timed is not None:
-            pieces: Iterator[Audio | Timed] = timed(spoken, job.voice, job.speed)
+            pieces: Iterator[Audio | Timed] = timed(spoken, job.voice, job.speed, **extra)
             return pieces
-        return self.engine.synthesize(spoken, job.voice, job.speed)
+        return self.engine.synthesize(spoken, job.voice, job.speed, **extra)
 
 
-def _cut(item: Audio | Timed, n: int, rate: int, spoken: str, text: str) -> Audio | Timed:
+def _cut(
+    item: Audio | Timed, n: int, rate: int, back: Callable[[list[WordSpan]], list[WordSpan]]
+) -> Audio | Timed:
     """A piece's first ``n`` samples; a timed piece keeps the words heard in them, as
-    spans of the client's ``text`` (the engine spoke ``spoken``, its normalised form)."""
+    spans of the client's text (``back`` maps what the engine said onto it)."""
     if not isinstance(item, Timed):
         return item[:n] if n < len(item) else item
     end_s = n / rate
     try:
         words = [
             WordSpan(w.start, w.end, w.t0, min(w.t1, end_s))
-            for w in remap(spoken, text, item.words)
+            for w in back(item.words)
             if w.t0 < end_s
         ]
     except Exception as exc:  # no timings for this piece rather than no audio
@@ -332,6 +379,8 @@ class _Run:
             pipe.carry_out(),
         )
         r.pending.append(done)
+        if job.audio is None:  # (a resumed chunk's journaled audio was not synthesized here)
+            self.worker.meter.chunk(job.voice, r.active_s, done.audio_s)
         self.send(r.pending)
         return False
 

@@ -30,6 +30,9 @@ class Voice(msgspec.Struct, kw_only=True, omit_defaults=True):
     language: str
     sample_rate: int
     builtin: bool
+    locale: str | None = None
+    quality: str | None = None
+    speakers: list[str] | None = None
     transcript: str | None = None
     created: float | None = None
     duration_s: float | None = None

@@ -190,6 +190,7 @@ class NativeSession:
             msg.language,
             msg.speed,
             msg.output or p.OutputFormat(),
+            options=msg.engine_options,
         )
         sdp = await self._open_rtp(spec.output, self.session_id)
         token = None
@@ -203,6 +204,7 @@ class NativeSession:
                 output=spec.output,
                 started_at=time.time() - (time.monotonic() - self.liveness.connected_at),
                 timings=msg.timings == "word",
+                options=spec.options,
             )
             frames = resume.replay_frames(self.settings.replay_window_s, spec.output.frame_ms)
             try:
@@ -238,6 +240,7 @@ class NativeSession:
                     meta.language,
                     meta.speed,
                     meta.output,
+                    options=meta.options,
                 )
                 elapsed = time.time() - meta.started_at
                 # the session's id, not this connection's yet: the stream's ids derive from it

@@ -44,6 +44,7 @@ class SessionMeta(msgspec.Struct, kw_only=True):
     output: p.OutputFormat
     started_at: float  # wall clock: max_session_s counts from here, across resumes
     timings: bool = False  # start.timings: "word"
+    options: p.EngineOptions | None = None  # start.engine_options
 
 
 class Refused(Exception):

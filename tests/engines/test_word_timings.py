@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from server.engines.base import Audio, Engine, Timed, WordSpan
+from server.engines.base import Audio, Engine, EngineOptions, Timed, WordSpan
 from server.engines.piper import DEFAULT_VOICE, PiperEngine
 from server.engines.process import ProcessEngine, ProcessOptions
 from server.engines.timing import text_words
@@ -193,9 +193,11 @@ class Runaway(PiperEngine):
     """Piper that, after its real sentences, goes on with 40 s of the last one and
     words it says are in it (a runaway the worker cuts at the chunk's audio bound)."""
 
-    def synthesize_timed(self, text: str, voice: str, speed: float) -> Iterator[Audio | Timed]:
+    def synthesize_timed(
+        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+    ) -> Iterator[Audio | Timed]:
         last: Audio = np.zeros(0, np.float32)
-        for piece in super().synthesize_timed(text, voice, speed):
+        for piece in super().synthesize_timed(text, voice, speed, options):
             last = piece.audio if isinstance(piece, Timed) else piece
             yield piece
         for _ in range(40):

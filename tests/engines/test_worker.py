@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from server.engines.base import Audio, EngineError, EngineInfo, VoiceInfo
+from server.engines.base import Audio, EngineError, EngineInfo, EngineOptions, VoiceInfo
 from server.engines.piper import DEFAULT_VOICE, PiperEngine
 from server.engines.replay import ReplayEngine
 from server.engines.worker import (
@@ -138,12 +138,14 @@ async def test_backpressured_session_is_skipped(replay: ReplayEngine) -> None:
 class FailingEngine(PiperEngine):
     """Piper that fails on one word: engine faults reach the session as events."""
 
-    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
+    def synthesize(
+        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+    ) -> Iterator[Audio]:
         if "explode" in text:
             raise RuntimeError("model fell over")
         if "refuse" in text:
             raise EngineError("engine_refused", "cannot say that")
-        yield from super().synthesize(text, voice, speed)
+        yield from super().synthesize(text, voice, speed, options)
 
 
 async def test_engine_faults_become_events_and_the_worker_goes_on() -> None:

@@ -175,7 +175,7 @@ def test_rtp_smoke(tmp_path: Path) -> None:
         (m, n) for n in (1, 4) for m in ("rtp", "ws paced", "ws unpaced")
     ]
     for r in res.rows:
-        assert r.audio_s > 5 and r.cpu_ms_per_audio_s > 0
+        assert r.audio_s > 2 and r.cpu_ms_per_audio_s > 0
         if r.mode != "ws unpaced":  # paced: the stream takes its own length in real time
             assert r.wall_s > r.audio_s - 1 and r.jitter_p99_ms is not None
     assert res.cpu_paced_over_unpaced > 0

@@ -4,7 +4,7 @@ It is an ``EngineWorker`` to the sessions (same ``submit`` / ``cancel`` / ``take
 ``wake`` and the same output items, in the same order, under the same generation
 rules) and reuses its fair queue. What differs is the engine side:
 
-- A chunk job is split into pieces (``F5Engine.plan``); a session has at most one piece
+- A chunk job is split into pieces (``F5Engine.speech``); a session has at most one piece
   on the device at a time, and between its pieces it goes to the back of the round
   (fairness across sessions with long texts).
 - When the device is free, the worker takes the next piece of up to ``max_batch``
@@ -56,6 +56,7 @@ from server.engines.worker import (
     UtteranceDone,
 )
 from server.streaming.normalize import speakable
+from server.text import Part
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -76,7 +77,7 @@ class _Active:
 
     job: Job
     key: str
-    pieces: list[str]
+    pieces: list[Part]  # what F5 says, and the span of the chunk's text it says
     fader: CrossFader
     next: int = 0  # index of the piece in work or to do next
     started: bool = False  # SegmentStart sent
@@ -95,7 +96,7 @@ class _Active:
             job.stream,
             job.generation,
             "chunk",
-            text=" ".join(self.pieces[self.next :]),
+            text=" ".join(p.source for p in self.pieces[self.next :]),  # as written
             voice=job.voice,
             speed=job.speed,
             first=False,
@@ -126,7 +127,7 @@ class BatchedEngineWorker(EngineWorker):
         self._post_tail: dict[str, asyncio.Task[None]] = {}  # a session's last encode task
         self._active: dict[str, _Active] = {}
         self._device_busy = False
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}  # by model (the metrics read them)
         self._breaker_args = (breaker_failures, breaker_cooldown_s)
         self._m = F5Metrics(registry)
         self.batches: list[int] = []  # sizes of the last batches (bounded; for benchmarks)
@@ -163,9 +164,9 @@ class BatchedEngineWorker(EngineWorker):
         return 8 if self.f5.device.startswith("cuda") else 1
 
     def breaker(self, key: str) -> CircuitBreaker:
-        b = self._breakers.get(key)
+        b = self.breakers.get(key)
         if b is None:
-            b = self._breakers[key] = CircuitBreaker(*self._breaker_args)
+            b = self.breakers[key] = CircuitBreaker(*self._breaker_args)
         return b
 
     def _key(self, job: Job) -> str | None:
@@ -185,7 +186,7 @@ class BatchedEngineWorker(EngineWorker):
         key = self._key(job)
         if key is None:
             return True
-        b = self._breakers.get(key)
+        b = self.breakers.get(key)
         return b is not None and not b.would_allow()
 
     def _stale(self, job: Job) -> bool:
@@ -221,7 +222,7 @@ class BatchedEngineWorker(EngineWorker):
         assert key is not None  # blocked jobs were taken above
         probe = self.breaker(key).state == "half_open"
         self.breaker(key).allow()  # takes the probe slot when half-open
-        plans: dict[int, list[str] | EngineError] = {}
+        plans: dict[int, list[Part] | EngineError] = {}
         jobs = [job] if probe else self._gather(job, key, plans)
         acts = self._activate(jobs, key, plans)
         if not acts:
@@ -262,7 +263,7 @@ class BatchedEngineWorker(EngineWorker):
                 )
         return progressed
 
-    def _gather(self, job: Job, key: str, plans: dict[int, list[str] | EngineError]) -> list[Job]:
+    def _gather(self, job: Job, key: str, plans: dict[int, list[Part] | EngineError]) -> list[Job]:
         """``job`` and the next pieces of up to ``max_batch`` - 1 other sessions."""
         limit = self.max_batch
         if limit <= 1:
@@ -288,7 +289,7 @@ class BatchedEngineWorker(EngineWorker):
         return [job, *self._queue.pick(busy, limit - 1, fits)]
 
     def _activate(
-        self, jobs: list[Job], key: str, plans: dict[int, list[str] | EngineError]
+        self, jobs: list[Job], key: str, plans: dict[int, list[Part] | EngineError]
     ) -> list[_Active]:
         """The chunks of ``jobs`` that go to the device; the others are answered."""
         acts: list[_Active] = []
@@ -308,21 +309,22 @@ class BatchedEngineWorker(EngineWorker):
                     done: list[Output] = [ChunkDone(j.index, accepted_chars(j), None, 0.0, 0.0)]
                     self._spawn(self._post_run(j, partial(list, done)), j)
                     continue
-                act = _Active(j, key, pieces, CrossFader(self.f5.policy), t0=time.perf_counter())
+                act = _Active(j, key, pieces, CrossFader(self.f5.policy), t0=self._started(j))
                 self._active[j.stream.session_id] = act
             acts.append(act)
             self._busy.add(j.stream.session_id)
         return acts
 
-    def _plan(self, job: Job) -> list[str] | EngineError:
+    def _plan(self, job: Job) -> list[Part] | EngineError:
         try:
             # The text made safe to speak first, as for every engine (no emoji or control
-            # characters into F5's tokenizer; server/streaming/normalize.py).
-            return self.f5.plan(speakable(job.text), job.voice, job.speed, job.first)
+            # characters into F5's tokenizer; server/streaming/normalize.py), then with
+            # numbers, dates and units written out (server/text/).
+            return self.f5.speech(speakable(job.text), job.voice, job.speed, job.first)
         except EngineError as exc:
             return exc
 
-    def _frames(self, job: Job, plans: dict[int, list[str] | EngineError]) -> int | None:
+    def _frames(self, job: Job, plans: dict[int, list[Part] | EngineError]) -> int | None:
         """Total frames (reference + output) of ``job``'s next piece; None if it has none."""
         act = self._active.get(job.stream.session_id)
         if act is not None and act.job is job:
@@ -332,7 +334,7 @@ class BatchedEngineWorker(EngineWorker):
             if isinstance(plan, EngineError) or not plan:
                 return None
             piece = plan[0]
-        return self.f5.durations([GenRequest(job.voice, piece, job.speed)])[0]
+        return self.f5.durations([GenRequest(job.voice, piece.text, job.speed)])[0]
 
     def _spawn(self, coro: Coroutine[Any, Any, None], job: Job | None = None) -> None:
         """Run ``coro`` as a task; ``job``'s session is busy until it ends."""
@@ -350,7 +352,7 @@ class BatchedEngineWorker(EngineWorker):
 
     async def _run_batch(self, key: str, acts: list[_Active]) -> None:
         loop = asyncio.get_running_loop()
-        reqs = [GenRequest(a.job.voice, a.pieces[a.next], a.job.speed) for a in acts]
+        reqs = [GenRequest(a.job.voice, a.pieces[a.next].text, a.job.speed) for a in acts]
         t0 = time.perf_counter()
         results: list[Audio | Exception]
         try:
@@ -375,7 +377,7 @@ class BatchedEngineWorker(EngineWorker):
             job = act.job
             sid = job.stream.session_id
             if self._stale(job):
-                self._busy.discard(sid)
+                self._release(sid)
                 self._m.pieces.labels("discarded").inc()
                 continue
             act.engine_s += dt
@@ -399,7 +401,7 @@ class BatchedEngineWorker(EngineWorker):
                     self._queue.push_front(job)
                 # The session's next piece may join the next batch while this one is
                 # encoded: a session's encode work is chained, so its audio stays in order.
-                self._busy.discard(sid)
+                self._release(sid)
                 fn = partial(self._run_piece, act, res, first, last, loop)
                 self._spawn(self._post_run(job, fn, release=False))
 
@@ -428,7 +430,7 @@ class BatchedEngineWorker(EngineWorker):
             if self._post_tail.get(sid) is me:
                 del self._post_tail[sid]
             if release:
-                self._busy.discard(sid)
+                self._release(sid)
             self._wake.set()
         act = self._active.get(sid)
         if act is not None and act.job is job and any(isinstance(i, EngineFailed) for i in items):
@@ -487,6 +489,7 @@ class BatchedEngineWorker(EngineWorker):
             if owner.generation != job.generation:
                 return []
         if last:
+            self.meter.chunk(act.key, act.engine_s, act.audio_n / float(self.f5.sample_rate))
             pending.extend(pipe.push(act.fader.end()))
             pending.extend(pipe.end_chunk())
             pending.append(
@@ -512,7 +515,7 @@ class BatchedEngineWorker(EngineWorker):
             pipe = job.stream.pipeline
             items.extend(pipe.push(act.fader.end()))
             items.extend(pipe.end_chunk())
-            spoken = " ".join(act.pieces[: act.next])
+            spoken = " ".join(p.source for p in act.pieces[: act.next])
             items.append(
                 ChunkDone(
                     job.index,
@@ -524,7 +527,7 @@ class BatchedEngineWorker(EngineWorker):
                 )
             )
             retry = act.rest()
-        items.append(EngineFailed(code, message, retry=[retry]))
+        items.append(self._failed(code, message, retry=[retry]))
         return items
 
 

@@ -84,6 +84,21 @@ class F5Device:
         self._vocoder()
         self.registry.get(key)
 
+    def stats(self) -> tuple[int, int, int]:
+        """Models loaded, and the CUDA memory torch has allocated and reserved (bytes; -1
+        each off CUDA). Cheap: torch's counters, no device sync."""
+        models = len(self.registry.resident())
+        if not self.device.startswith("cuda"):
+            return models, -1, -1
+        import torch
+
+        cuda = torch.cuda
+        return (
+            models,
+            int(cuda.memory_allocated(self.device)),
+            int(cuda.memory_reserved(self.device)),
+        )
+
     def loaded(self, key: str) -> bool:
         return self._vocos is not None and key in self.registry.resident()
 

@@ -27,6 +27,7 @@ import structlog
 from server.engines.base import Audio, EngineError, EngineInfo, VoiceInfo
 from server.engines.f5.checkpoints import ModelSpec
 from server.engines.f5.device import F5Device, Row
+from server.engines.f5.metrics import device_events
 from server.engines.f5.options import F5Options
 from server.engines.f5.policy import (
     HOP,
@@ -45,6 +46,7 @@ from server.engines.f5.voices import (
     prepare_reference,
     scan_voices_dir,
 )
+from server.text import Part, Verbalized, verbalize
 
 log = structlog.get_logger("voxwire.f5")
 
@@ -139,6 +141,7 @@ class F5Engine:
             try:
                 # The default model now (the app warms it up); others when first used.
                 self._dev.preload(self.model_key(self._default_voice))
+                device_events(self.events, *self._dev.stats())
             except Exception as exc:
                 # A missing or broken checkpoint must not keep the server down: generations
                 # retry the load, fail, and the worker's breaker sends sessions elsewhere.
@@ -206,6 +209,7 @@ class F5Engine:
             default_voice=self._default_voice,
             loaded=self._loaded,
             streaming=True,
+            clones=True,  # no word timings: F5 has no alignment (docs/protocol.md)
         )
 
     def voices(self) -> list[VoiceInfo]:
@@ -262,8 +266,8 @@ class F5Engine:
         """Unbatched: the pieces of ``text`` one after another, cross-faded."""
         key = self.model_key(voice)
         fader = CrossFader(self.policy)
-        for piece in self.plan(text, voice, speed, first=True):
-            out = fader.push(self.generate(key, [GenRequest(voice, piece, speed)])[0])
+        for piece in self.speech(text, voice, speed, first=True):
+            out = fader.push(self.generate(key, [GenRequest(voice, piece.text, speed)])[0])
             if out.size:
                 yield out
         tail = fader.end()
@@ -283,8 +287,26 @@ class F5Engine:
         return key
 
     def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str]:
+        """How ``text`` splits into generations: consecutive spans of ``text`` (what each
+        piece says, written as the client wrote it; ``speech`` has what F5 is given)."""
+        return [p.source for p in self.speech(text, voice, speed, first)]
+
+    def say(self, text: str, voice: str) -> Verbalized:
+        """What F5 is given for ``text``: numbers, currency, dates, times, units and
+        abbreviations written out in the voice's language (server/text/; F5 reads digits
+        and symbols as written), with the map back to ``text``; ``text`` itself with
+        ``text_normalization`` off."""
+        if not self.opts.text_normalization:
+            return Verbalized.same(text)
+        return verbalize(text, self.voice(voice).language)
+
+    def speech(self, text: str, voice: str, speed: float, first: bool) -> list[Part]:
+        """The pieces F5 generates for ``text``, cut by the length of what it says: each
+        piece's spoken text, and the span of ``text`` it says."""
         v = self.voice(voice)
-        return split_pieces(text, v.bytes_per_s, speed, first, v.seconds, self.policy)
+        said = self.say(text, voice)
+        pieces = split_pieces(said.text, v.bytes_per_s, speed, first, v.seconds, self.policy)
+        return said.split(pieces) or [Part(p, p) for p in pieces]
 
     def durations(self, reqs: list[GenRequest]) -> list[int]:
         """Total frames (reference + output) of each request, by F5's duration rule."""
@@ -312,9 +334,11 @@ class F5Engine:
             return self._host.generate(key, rows, frames * HOP / SAMPLE_RATE)
         if self._dev is None:
             raise EngineError("not_ready", "the f5 engine is not loaded yet")
-        return self._dev.generate(
+        out = self._dev.generate(
             key, [Row(v, m, r.text, r.speed) for (v, m), r in zip(prepared, reqs, strict=True)]
         )
+        device_events(self.events, *self._dev.stats())  # (the generation host sends its own)
+        return out
 
     def generate_each(self, key: str, reqs: list[GenRequest]) -> list[Audio | Exception]:
         """``generate``, with a failed batch retried item by item, so one bad item (or

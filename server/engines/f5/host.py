@@ -53,11 +53,20 @@ class Generate(msgspec.Struct, tag="gen"):
     rows: list[GenRow]
 
 
+class DeviceStats(msgspec.Struct, array_like=True):
+    """What the host holds, for the server's metrics (-1: not on CUDA)."""
+
+    models: int
+    gpu_allocated: int
+    gpu_reserved: int
+
+
 class Hello(msgspec.Struct, tag="hello"):
     pid: int
     device: str
     device_name: str
     load_error: str  # the default model or the vocoder did not load (the host still serves)
+    stats: DeviceStats | None = None
 
 
 class Loading(msgspec.Struct, tag="loading"):
@@ -75,6 +84,7 @@ class Started(msgspec.Struct, tag="started"):
 class Result(msgspec.Struct, tag="result"):
     id: int
     audio: list[bytes]
+    stats: DeviceStats | None = None
 
 
 class Failed(msgspec.Struct, tag="failed"):
@@ -120,7 +130,8 @@ def main(conn: Connection, opts: F5Options, specs: list[ModelSpec], default_key:
         # As in the server's process: a missing checkpoint must not stop the host; each
         # batch retries the load and fails, and the worker's breaker sends work elsewhere.
         load_error = f"{type(exc).__name__}: {exc}"
-    conn.send_bytes(encode(Hello(os.getpid(), dev.device, dev.device_name, load_error)))
+    stats = DeviceStats(*dev.stats())
+    conn.send_bytes(encode(Hello(os.getpid(), dev.device, dev.device_name, load_error, stats)))
     refs: dict[tuple[str, str], _Ref] = {}
     try:
         while True:
@@ -167,4 +178,5 @@ def _generate(
         if "OutOfMemory" in type(exc).__name__:
             dev.release_memory()  # give the cached blocks back before the item-by-item retry
         return Failed(msg.id, type(exc).__name__, str(exc) or repr(exc))
-    return Result(msg.id, [np.ascontiguousarray(a, dtype="<f4").tobytes() for a in out])
+    audio = [np.ascontiguousarray(a, dtype="<f4").tobytes() for a in out]
+    return Result(msg.id, audio, DeviceStats(*dev.stats()))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -27,3 +29,14 @@ class F5Metrics:
             ["model"],
             registry=r,
         )
+
+
+def device_events(
+    events: Callable[[str, str, str], None], models: int, allocated: int, reserved: int
+) -> None:
+    """What the F5 device holds, through the engines' event hook (``Metrics.engine_event``):
+    resident models, and CUDA memory (only on CUDA: elsewhere the gauge stays absent)."""
+    events("resident_models", "f5", str(models))
+    if allocated >= 0:
+        events("gpu_memory_allocated", "f5", str(allocated))
+        events("gpu_memory_reserved", "f5", str(reserved))

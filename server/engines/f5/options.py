@@ -40,6 +40,8 @@ class F5Options(msgspec.Struct, frozen=True, kw_only=True):
     seed: int = -1
     batch_mask: bool = True
     voices_dir: str = ""
+    # Numbers, dates, units... written out before F5 reads the text (server/text/).
+    text_normalization: bool = True
     policy: StreamPolicy = StreamPolicy()
     host: HostOptions = HostOptions()
 
@@ -62,6 +64,7 @@ class F5Options(msgspec.Struct, frozen=True, kw_only=True):
             seed=s.f5_seed,
             batch_mask=s.f5_batch_mask,
             voices_dir=s.f5_voices_dir,
+            text_normalization=s.text_normalization,
             host=HostOptions(
                 isolation=s.engine_isolation,
                 deadline_s=s.f5_deadline_s,

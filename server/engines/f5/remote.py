@@ -43,6 +43,7 @@ import structlog
 from server.engines.base import Audio, EngineError
 from server.engines.child import Child, exit_text, spawn
 from server.engines.f5 import host
+from server.engines.f5.metrics import device_events
 from server.engines.f5.voices import F5Voice
 
 if TYPE_CHECKING:
@@ -317,6 +318,9 @@ class GenerationHost:
                     rate = (time.monotonic() - req.sent) / max(req.audio_s, 0.1)
                     self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
                 req.out.put(msg)
+        if isinstance(msg, host.Hello | host.Result) and msg.stats is not None:
+            s = msg.stats
+            device_events(self.events, s.models, s.gpu_allocated, s.gpu_reserved)
         if isinstance(msg, host.Hello):
             log.info("f5_host_ready", pid=msg.pid, device=msg.device)
             self.events("processes", "f5", "1")
@@ -343,6 +347,8 @@ class GenerationHost:
         if closed:
             return
         self.events("processes", "f5", "0")
+        gone = 0 if self.device.startswith("cuda") else -1  # its models and memory went with it
+        device_events(self.events, 0, gone, gone)
         if h.ready:
             self.events("restart", "f5", reason)
         elif reason != "load_failed":
