@@ -33,7 +33,6 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from server.engines.base import Audio, EngineError
+from server.engines.f5.active import Active as _Active
 from server.engines.f5.breaker import CircuitBreaker
 from server.engines.f5.engine import F5Engine, GenRequest, failure_code
 from server.engines.f5.metrics import F5Metrics
@@ -69,39 +69,6 @@ _SLICE_S = 0.1  # encode in slices, so a long piece's first frames leave early
 MAX_PAD_RATIO = 1.5
 # Opus encoding of a GPU's output for many streams outruns one core.
 ENCODE_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-@dataclass(slots=True, eq=False)
-class _Active:
-    """A chunk job being spoken piece by piece."""
-
-    job: Job
-    key: str
-    pieces: list[Part]  # what F5 says, and the span of the chunk's text it says
-    fader: CrossFader
-    next: int = 0  # index of the piece in work or to do next
-    started: bool = False  # SegmentStart sent
-    t0: float = 0.0
-    first_s: float | None = None
-    engine_s: float = 0.0
-    audio_n: int = 0
-
-    def rest(self) -> Job:
-        """The unspoken part as a job of its own. A chunk whose segment was already
-        announced gets index -1: the session gives it a new segment index."""
-        job = self.job
-        if not self.started:
-            return job
-        return Job(
-            job.stream,
-            job.generation,
-            "chunk",
-            text=" ".join(p.source for p in self.pieces[self.next :]),  # as written
-            voice=job.voice,
-            speed=job.speed,
-            first=False,
-            index=-1,
-        )
 
 
 class BatchedEngineWorker(EngineWorker):
@@ -266,8 +233,9 @@ class BatchedEngineWorker(EngineWorker):
     def _gather(self, job: Job, key: str, plans: dict[int, list[Part] | EngineError]) -> list[Job]:
         """``job`` and the next pieces of up to ``max_batch`` - 1 other sessions."""
         limit = self.max_batch
-        if limit <= 1:
-            return [job]
+        how = self.f5.opts.sampling(job.options)
+        if limit <= 1 or _seeded(job):
+            return [job]  # a stream's own seed: its noise must not depend on a batch
         busy = set(self._busy)
         busy.add(job.stream.session_id)
         lo = hi = self._frames(job, plans) or 0
@@ -278,6 +246,8 @@ class BatchedEngineWorker(EngineWorker):
             nonlocal lo, hi
             if j.kind != "chunk" or self._key(j) != key:
                 return False
+            if _seeded(j) or self.f5.opts.sampling(j.options) != how:
+                return False  # a batch has one set of sampling steps, guidance and seed
             n = self._frames(j, plans)
             if n is None or not lo:
                 return True  # nothing to generate, or an error: handled below
@@ -309,7 +279,8 @@ class BatchedEngineWorker(EngineWorker):
                     done: list[Output] = [ChunkDone(j.index, accepted_chars(j), None, 0.0, 0.0)]
                     self._spawn(self._post_run(j, partial(list, done)), j)
                     continue
-                act = _Active(j, key, pieces, CrossFader(self.f5.policy), t0=self._started(j))
+                fader = CrossFader(self.f5.opts.stream_policy(j.options))
+                act = _Active(j, key, pieces, fader, t0=self._started(j))
                 self._active[j.stream.session_id] = act
             acts.append(act)
             self._busy.add(j.stream.session_id)
@@ -352,7 +323,8 @@ class BatchedEngineWorker(EngineWorker):
 
     async def _run_batch(self, key: str, acts: list[_Active]) -> None:
         loop = asyncio.get_running_loop()
-        reqs = [GenRequest(a.job.voice, a.pieces[a.next].text, a.job.speed) for a in acts]
+        how = self.f5.opts.sampling(acts[0].job.options)  # _gather batched equal ones
+        reqs = [GenRequest(a.job.voice, a.pieces[a.next].text, a.job.speed, how) for a in acts]
         t0 = time.perf_counter()
         results: list[Audio | Exception]
         try:
@@ -529,6 +501,10 @@ class BatchedEngineWorker(EngineWorker):
             retry = act.rest()
         items.append(self._failed(code, message, retry=[retry]))
         return items
+
+
+def _seeded(job: Job) -> bool:
+    return job.options is not None and job.options.seed is not None
 
 
 def make_worker(

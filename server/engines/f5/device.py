@@ -21,7 +21,7 @@ from server.engines.f5.registry import ModelRegistry
 from server.engines.f5.voices import F5Voice
 
 if TYPE_CHECKING:
-    from server.engines.f5.options import F5Options
+    from server.engines.f5.options import F5Options, Sampling
 
 
 @dataclass(slots=True)
@@ -130,7 +130,7 @@ class F5Device:
 
             torch.cuda.empty_cache()
 
-    def generate(self, key: str, rows: list[Row]) -> list[Audio]:
+    def generate(self, key: str, rows: list[Row], sampling: Sampling | None = None) -> list[Audio]:
         """One padded batch through the model of ``key``: a waveform per row, its
         trailing silence trimmed. Blocks. Raises on failure."""
         import torch
@@ -138,6 +138,7 @@ class F5Device:
         from torch.nn.utils.rnn import pad_sequence
 
         policy = self.opts.policy
+        how = sampling or self.opts.sampling()
         vocos = self._vocoder()
         model = self.registry.get(key)
         mels = [r.mel for r in rows]
@@ -155,10 +156,10 @@ class F5Device:
                 text=texts,
                 duration=torch.tensor(durs, device=dev, dtype=torch.long),
                 lens=torch.tensor(lens, device=dev, dtype=torch.long),
-                steps=self.opts.nfe_steps,
-                cfg_strength=self.opts.cfg_strength,
+                steps=how.steps,
+                cfg_strength=how.cfg_strength,
                 sway_sampling_coef=self.opts.sway_sampling_coef,
-                seed=self.opts.seed if self.opts.seed >= 0 else None,
+                seed=how.seed if how.seed >= 0 else None,
             )
             mel = mel.float()
             out: list[Audio] = []

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from server.engines.base import Audio, EngineError, EngineInfo, VoiceInfo
+from server.engines.base import Audio, EngineError, EngineInfo, EngineOptions, VoiceInfo
 from server.engines.f5.checkpoints import ModelSpec
 from server.engines.f5.device import F5Device, Row
 from server.engines.f5.metrics import device_events
-from server.engines.f5.options import F5Options
+from server.engines.f5.options import F5Options, Sampling
 from server.engines.f5.policy import (
     HOP,
     SAMPLE_RATE,
@@ -70,11 +70,12 @@ class PreparedVoice:
 
 @dataclass(slots=True)
 class GenRequest:
-    """One piece of one session's text, a row of a batch."""
+    """One piece of one session's text, a row of a batch (whose rows share ``sampling``)."""
 
     voice: str
     text: str
     speed: float
+    sampling: Sampling | None = None  # None: the settings'
 
 
 class F5Engine:
@@ -210,6 +211,12 @@ class F5Engine:
             loaded=self._loaded,
             streaming=True,
             clones=True,  # no word timings: F5 has no alignment (docs/protocol.md)
+            options={
+                "cfg_strength": self.opts.cfg_strength,
+                "nfe_steps": self.opts.nfe_steps,
+                "seed": self.opts.seed if self.opts.seed >= 0 else None,  # None: random
+                "cross_fade_s": self.policy.crossfade_s,
+            },
         )
 
     def voices(self) -> list[VoiceInfo]:
@@ -262,12 +269,15 @@ class F5Engine:
             raise EngineError("unknown_voice", f"f5 has no voice {voice!r}")
         return p.voice, p.mel
 
-    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[Audio]:
+    def synthesize(
+        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+    ) -> Iterator[Audio]:
         """Unbatched: the pieces of ``text`` one after another, cross-faded."""
         key = self.model_key(voice)
-        fader = CrossFader(self.policy)
+        fader = CrossFader(self.opts.stream_policy(options))
+        how = self.opts.sampling(options)
         for piece in self.speech(text, voice, speed, first=True):
-            out = fader.push(self.generate(key, [GenRequest(voice, piece.text, speed)])[0])
+            out = fader.push(self.generate(key, [GenRequest(voice, piece.text, speed, how)])[0])
             if out.size:
                 yield out
         tail = fader.end()
@@ -328,14 +338,17 @@ class F5Engine:
         (HostLost when the generation host died or hung: the whole batch failed)."""
         # One look-up per request: an uploaded voice evicted meanwhile stays usable here.
         prepared = [self._prepared(r.voice) for r in reqs]
+        how = reqs[0].sampling if reqs else None  # the worker batches equal ones only
         if self._host is not None:
             frames = sum(self._frames(v, m, r) for (v, m), r in zip(prepared, reqs, strict=True))
             rows = [(v, r.text, r.speed) for (v, _), r in zip(prepared, reqs, strict=True)]
-            return self._host.generate(key, rows, frames * HOP / SAMPLE_RATE)
+            return self._host.generate(key, rows, frames * HOP / SAMPLE_RATE, how)
         if self._dev is None:
             raise EngineError("not_ready", "the f5 engine is not loaded yet")
         out = self._dev.generate(
-            key, [Row(v, m, r.text, r.speed) for (v, m), r in zip(prepared, reqs, strict=True)]
+            key,
+            [Row(v, m, r.text, r.speed) for (v, m), r in zip(prepared, reqs, strict=True)],
+            how,
         )
         device_events(self.events, *self._dev.stats())  # (the generation host sends its own)
         return out

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
+from server.engines.f5.options import Sampling
+
 if TYPE_CHECKING:
     from server.engines.f5.checkpoints import ModelSpec
     from server.engines.f5.device import F5Device
@@ -51,6 +53,7 @@ class Generate(msgspec.Struct, tag="gen"):
     id: int
     key: str
     rows: list[GenRow]
+    sampling: Sampling | None = None  # a stream's engine_options; None: the settings'
 
 
 class DeviceStats(msgspec.Struct, array_like=True):
@@ -171,7 +174,7 @@ def _generate(
             if ref.mel is None:
                 ref.mel = dev.mel(ref.voice.audio)
             rows.append(Row(ref.voice, ref.mel, r.text, r.speed))
-        out = dev.generate(msg.key, rows)
+        out = dev.generate(msg.key, rows, msg.sampling)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         raise
     except Exception as exc:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from server.engines.f5.policy import StreamPolicy
+from server.protocol import EngineOptions
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -20,6 +21,15 @@ class HostOptions(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_s: float = 30.0
     log_level: str = "info"
     log_format: str = "json"
+
+
+class Sampling(msgspec.Struct, frozen=True, array_like=True):
+    """How a batch is sampled: one set per batch (its rows share the flow-matching
+    loop), so the worker batches only pieces that ask for the same."""
+
+    steps: int
+    cfg_strength: float
+    seed: int  # -1: random
 
 
 class F5Options(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +54,19 @@ class F5Options(msgspec.Struct, frozen=True, kw_only=True):
     text_normalization: bool = True
     policy: StreamPolicy = StreamPolicy()
     host: HostOptions = HostOptions()
+
+    def sampling(self, o: EngineOptions | None = None) -> Sampling:
+        """The settings' sampling, with what a stream's ``engine_options`` set."""
+        steps = self.nfe_steps if o is None or o.nfe_steps is None else o.nfe_steps
+        cfg = self.cfg_strength if o is None or o.cfg_strength is None else o.cfg_strength
+        seed = self.seed if o is None or o.seed is None else o.seed
+        return Sampling(steps, cfg, seed)
+
+    def stream_policy(self, o: EngineOptions | None = None) -> StreamPolicy:
+        """The planning and joining rules, with a stream's cross-fade."""
+        if o is None or o.cross_fade_s is None:
+            return self.policy
+        return msgspec.structs.replace(self.policy, crossfade_s=o.cross_fade_s)
 
     @classmethod
     def from_settings(cls, s: Settings) -> F5Options:

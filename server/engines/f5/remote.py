@@ -48,7 +48,7 @@ from server.engines.f5.voices import F5Voice
 
 if TYPE_CHECKING:
     from server.engines.f5.checkpoints import ModelSpec
-    from server.engines.f5.options import F5Options
+    from server.engines.f5.options import F5Options, Sampling
 
 log = structlog.get_logger("voxwire.f5")
 
@@ -148,7 +148,11 @@ class GenerationHost:
             return h.pid if h is not None and h.ready else 0
 
     def generate(
-        self, key: str, rows: list[tuple[F5Voice, str, float]], audio_s: float
+        self,
+        key: str,
+        rows: list[tuple[F5Voice, str, float]],
+        audio_s: float,
+        sampling: Sampling | None = None,
     ) -> list[Audio]:
         """One batch on the host: a waveform per row. ``audio_s``: the batch's audio
         (reference and generated, every row), which scales its deadline. Raises
@@ -157,7 +161,7 @@ class GenerationHost:
             h, req = self._request(audio_s)
             self._send_voices(h, [v for v, _, _ in rows])
             gen_rows = [host.GenRow(v.id, self._digest(v), t, s) for v, t, s in rows]
-            h.send(host.Generate(req.id, key, gen_rows))
+            h.send(host.Generate(req.id, key, gen_rows, sampling))
             out = req.out.get()  # the reader, or the loss of the host, always answers
         if isinstance(out, EngineError):
             raise out

@@ -233,7 +233,7 @@ async def test_engines_and_voices_are_listed(f5_server: ServerProcess) -> None:
     assert voices[("f5", "f5_basic_en")]["builtin"] is True
 
 
-def _speech_as_16k(http: str, **body: str) -> np.ndarray:
+def _speech_as_16k(http: str, **body: Any) -> np.ndarray:
     """POST /v1/audio/speech for a WAV, decoded by ffmpeg to 16 kHz mono."""
     body = {"voice": "alloy", "response_format": "wav", **body}
     req = urllib.request.Request(
@@ -273,3 +273,43 @@ async def test_offline_without_the_checkpoint_the_server_runs_and_f5_fails_over(
         assert word_recall(text, transcribe(audio, 16000)) >= 0.6
     finally:
         srv.stop()
+
+
+async def test_per_stream_sampling_and_cross_fade(f5_server: ServerProcess) -> None:
+    """engine_options reach F5's sampling: the server's seed (7) and steps (4) are the
+    defaults; a stream's own seed, steps, guidance or cross-fade change its audio, the
+    same options give the same audio, and streams with different ones spoken at once
+    (never batched together) each sound as they do alone."""
+    out = {"encoding": "pcm_s16le", "sample_rate": 24000}
+    text = "A second session speaks a somewhat longer sentence than the first one does."
+
+    async def say(options: dict[str, Any] | None, words: str = text) -> np.ndarray:
+        start: dict[str, Any] = {"engine": "f5", "voice": "alice", "output": out}
+        if options is not None:
+            start["engine_options"] = options
+        rec = await speak(f5_server.ws_url, words, **start)
+        assert not rec.of("error"), rec.of("error")
+        return decode_pcm(rec.frames)
+
+    base = await say(None)
+    assert np.array_equal(base, await say({"seed": 7, "nfe_steps": 4}))  # the defaults
+    seeded = await say({"seed": 9})
+    assert np.array_equal(seeded, await say({"seed": 9}))
+    for other in (seeded, await say({"nfe_steps": 6}), await say({"cfg_strength": 0.0})):
+        assert len(other) == len(base) and not np.allclose(other, base, atol=1e-3)
+    solo = {k: await say({"nfe_steps": k}) for k in (5, 6)}
+    both = await asyncio.gather(say({"nfe_steps": 5}), say({"nfe_steps": 6}))
+    for k, got in zip((5, 6), both, strict=True):
+        assert float(np.max(np.abs(got - solo[k]))) <= 1e-3
+    # A longer fade overlaps the story's pieces more: the whole is shorter. (Over the
+    # speech API: a session that journals for resume sends each piece as a chunk of
+    # its own, joined by the chunk-edge fade instead.)
+    short, long = (
+        _speech_as_16k(f5_server.http, model="f5", voice="alice", input=STORY, engine_options=o)
+        for o in ({"cross_fade_s": 0.0}, {"cross_fade_s": 0.2})
+    )
+    assert len(long) < len(short) - 0.1 * 16000
+    _, body = get_json(f5_server.http + "/v1/engines")
+    f5 = next(e for e in body["engines"] if e["name"] == "f5")
+    assert f5["options"] == {"cfg_strength": 2.0, "nfe_steps": 4, "seed": 7, "cross_fade_s": 0.02}
+    assert f5["clones"] is True
