@@ -210,7 +210,13 @@ def test_hostile_text_over_websocket(
 @pytest.mark.parametrize(("name", "text"), HTTP_SAMPLE, ids=[n for n, _ in HTTP_SAMPLE])
 async def test_hostile_text_over_http(piper_server: ServerProcess, name: str, text: str) -> None:
     _alive(piper_server)
-    body = {"model": "piper", "input": text, "voice": "alloy", "response_format": "pcm"}
+    body = {
+        "model": "piper",
+        "input": text,
+        "voice": "alloy",
+        "response_format": "pcm",
+        "speed": CORPUS_SPEED,
+    }
     async with httpx.AsyncClient(timeout=CASE_TIMEOUT_S) as client:
         async with asyncio.timeout(CASE_TIMEOUT_S):
             r = await client.post(piper_server.http + "/v1/audio/speech", json=body)
@@ -221,7 +227,7 @@ async def test_hostile_text_over_http(piper_server: ServerProcess, name: str, te
         return
     audio_s = len(r.content) / 2 / 24000  # raw 24 kHz s16le
     # the text's bound, plus the base of every further chunk it may have been cut into
-    bound = audio_budget_s(text, 1.0) + len(text) / 40
+    bound = audio_budget_s(text, CORPUS_SPEED) + len(text) / 40
     assert audio_s <= bound, f"{audio_s:.1f} s of audio for {len(text)} characters"
 
 

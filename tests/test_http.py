@@ -47,9 +47,15 @@ def _metrics(srv: ServerProcess) -> str:
 
 
 def _value(text: str, name: str, missing: float | None = None) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
+    """The sum of ``name``'s series (every label set: other tests' sessions on this
+    server, over HTTP too, have their own)."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    ]
+    if values:
+        return sum(values)
     if missing is not None:  # a labelled series appears with its first observation
         return missing
     raise AssertionError(f"{name} not in metrics")
