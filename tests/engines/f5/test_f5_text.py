@@ -14,7 +14,8 @@ import pytest
 
 from server.config import load_settings
 from server.engines.base import Audio, WordSpan
-from server.engines.f5.batch_worker import BatchedEngineWorker, _Active
+from server.engines.f5.active import Active
+from server.engines.f5.batch_worker import BatchedEngineWorker
 from server.engines.f5.engine import F5Engine, GenRequest
 from server.engines.f5.options import F5Options
 from server.engines.f5.policy import CrossFader, StreamPolicy
@@ -102,7 +103,7 @@ def test_a_failed_chunk_hands_on_its_rest_as_written() -> None:
     job = owner.job(3, "I paid $12.50 and 3/4 of it.")
     parts = [Part("I paid twelve dollars and fifty cents", "I paid $12.50"),
              Part("and three quarters of it.", "and 3/4 of it.")]  # fmt: skip
-    act = _Active(job, "default", parts, CrossFader(StreamPolicy()), next=1, started=True)
+    act = Active(job, "default", parts, CrossFader(StreamPolicy()), next=1, started=True)
     rest = act.rest()  # the worker hands it on in EngineFailed.retry
     assert rest.text == "and 3/4 of it." and rest.index == -1
 
