@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from server.auth import key_of
-from server.conversation.setup import primary
+from server.conversation.setup import primary, tag_of
 from server.engines.base import EngineError, VoiceInfo, to_pcm16
 from server.errors import error_response
 from server.speech import SpeechRequest, admit, stream_speech
@@ -171,10 +171,10 @@ async def list_voices(request: Request) -> Response:
 
 def _speaks(v: VoiceInfo, language: str) -> bool:
     """``language`` is the voice's (``de``), or its locale (``de-DE``, ``de_DE``)."""
-    asked = language.replace("_", "-").lower()
+    asked = tag_of(language)
     if "-" not in asked:
         return primary(v.language) == asked
-    return (v.locale or v.language).replace("_", "-").lower() == asked
+    return tag_of(v.locale or v.language) == asked
 
 
 async def get_voice(request: Request) -> Response:

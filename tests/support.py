@@ -205,6 +205,21 @@ def decode_opus(frames: Iterable[bytes], rate: int = 48000) -> Samples:
     return np.concatenate(out).astype(np.float32) / 32768.0
 
 
+def decode_file(data: bytes, fmt: str) -> Samples:
+    """A speech API body (``response_format`` ``fmt``; ``pcm`` is raw 24 kHz s16le),
+    decoded by ffmpeg (an outside decoder) to 16 kHz mono float."""
+    args = ["ffmpeg", "-v", "error"]
+    if fmt == "pcm":
+        args += ["-f", "s16le", "-ar", "24000", "-ac", "1"]
+    out = subprocess.run(
+        [*args, "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", "16000", "pipe:1"],
+        input=data,
+        capture_output=True,
+        check=True,
+    )
+    return np.frombuffer(out.stdout, "<i2").astype(np.float32) / np.float32(32768)
+
+
 def decode_pcm(frames: Iterable[bytes]) -> Samples:
     return np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float32) / 32768.0
 

@@ -4,18 +4,16 @@ the client saw, with bounded labels."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
 
 from server.http_metrics import protocol_of
 from tests.prom import delta, scrape
-from tests.support import ServerProcess, speaks
+from tests.support import ServerProcess, decode_file, speaks
 
 SPEECH = "/v1/audio/speech"
 TEXT = (
@@ -42,20 +40,6 @@ def _speech(http: str, fmt: str, text: str = TEXT) -> tuple[bytes, float, float]
     return b"".join(chunks), t_first, time.monotonic()
 
 
-def _decoded_s(data: bytes, fmt: str) -> float:
-    """The body's length in seconds, as ffmpeg (not our code) decodes it."""
-    args = ["ffmpeg", "-v", "error"]
-    if fmt == "pcm":
-        args += ["-f", "s16le", "-ar", "24000", "-ac", "1"]
-    out = subprocess.run(
-        [*args, "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", "16000", "pipe:1"],
-        input=data,
-        capture_output=True,
-        check=True,
-    ).stdout
-    return len(np.frombuffer(out, "<i2")) / 16000
-
-
 @pytest.mark.parametrize("fmt", ["pcm", "mp3", "opus"])
 def test_a_speech_request_is_counted_and_timed_to_its_last_byte(
     server: ServerProcess, fmt: str
@@ -79,7 +63,9 @@ def test_a_speech_request_is_counted_and_timed_to_its_last_byte(
     assert 0 < first < took
     # Audio seconds out: what the decoded file holds (MP3 and Opus pad a little).
     audio_s = delta(before, after, "voxwire_http_audio_seconds_total", route=SPEECH)
-    assert audio_s == pytest.approx(_decoded_s(body, fmt), abs=0.021 if fmt == "pcm" else 0.1)
+    assert audio_s == pytest.approx(
+        len(decode_file(body, fmt)) / 16000, abs=0.021 if fmt == "pcm" else 0.1
+    )
     assert after.total("voxwire_http_requests_in_progress", protocol="openai") == 0
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 
 import httpx
-import numpy as np
 import openai
 import pytest
 
 from server.streaming.containers import MEDIA_TYPES
-from tests.support import ServerProcess, rms, transcribe, word_recall
+from tests.support import ServerProcess, decode_file, rms, transcribe, word_recall
 
 TEXT = (
     "Thank you for calling the city library. Our opening hours today are nine to five, "
@@ -23,20 +21,6 @@ TEXT = (
 
 def _client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.http + "/v1", api_key="not-needed", max_retries=0)
-
-
-def _decode(data: bytes, fmt: str) -> np.ndarray:
-    """Decode with ffmpeg (an outside decoder) to 16 kHz mono float."""
-    args = ["ffmpeg", "-v", "error"]
-    if fmt == "pcm":
-        args += ["-f", "s16le", "-ar", "24000", "-ac", "1"]
-    out = subprocess.run(
-        [*args, "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", "16000", "pipe:1"],
-        input=data,
-        capture_output=True,
-        check=True,
-    )
-    return np.frombuffer(out.stdout, "<i2").astype(np.float32) / np.float32(32768)
 
 
 FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -60,7 +44,7 @@ def test_every_response_format_decodes_to_the_spoken_text(server: ServerProcess,
     data = resp.content
     if fmt in MAGIC:
         assert data.startswith(MAGIC[fmt]), data[:8]
-    audio = _decode(data, fmt)
+    audio = decode_file(data, fmt)
     seconds = len(audio) / 16000
     assert 4.0 < seconds < 12.0, seconds
     assert rms(audio) > 0.02
@@ -87,7 +71,7 @@ def test_streaming_body_arrives_sentence_by_sentence(server: ServerProcess, fmt:
     assert arrivals[0][0] < arrivals[-1][0]
     first_bytes = arrivals[0][1]
     assert first_bytes < len(body) / 2
-    assert word_recall(TEXT, transcribe(_decode(body, fmt), 16000)) >= 0.5
+    assert word_recall(TEXT, transcribe(decode_file(body, fmt), 16000)) >= 0.5
 
 
 def test_sse_stream_format(server: ServerProcess) -> None:
@@ -109,7 +93,7 @@ def test_sse_stream_format(server: ServerProcess) -> None:
     deltas = [e for e in events if e["type"] == "speech.audio.delta"]
     assert len(deltas) >= 2 and events[-1]["type"] == "speech.audio.done"
     assert events[-1]["usage"]["input_tokens"] > 0
-    audio = _decode(b"".join(base64.b64decode(e["audio"]) for e in deltas), "mp3")
+    audio = decode_file(b"".join(base64.b64decode(e["audio"]) for e in deltas), "mp3")
     assert word_recall(TEXT, transcribe(audio, 16000)) >= 0.5
 
 

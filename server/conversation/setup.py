@@ -17,6 +17,7 @@ from typing import Final
 from server import protocol as p
 from server.config import Settings
 from server.conversation.ports import Worker
+from server.engines.base import VoiceInfo
 from server.streaming.encoder import AudioEncoder, OpusEncoder, make_encoder, pre_skip
 from server.streaming.pipeline import AudioPipeline
 from server.voices.ids import server_voices
@@ -67,9 +68,14 @@ def check_voice(engine_name: str, worker: Worker, voice: str) -> None:
         )
 
 
+def tag_of(language: str) -> str:
+    """A language tag compared as written or as a locale: "de_AT", "DE-at" -> "de-at"."""
+    return language.replace("_", "-").lower()
+
+
 def primary(language: str) -> str:
     """ "de-AT", "de_DE" and "DE" all speak "de"."""
-    return language.replace("_", "-").split("-")[0].lower()
+    return tag_of(language).split("-")[0]
 
 
 def check_language(engine_name: str, worker: Worker, language: str | None) -> None:
@@ -83,33 +89,34 @@ def check_language(engine_name: str, worker: Worker, language: str | None) -> No
         )
 
 
-def voice_for_language(settings: Settings, engine_name: str, worker: Worker, language: str) -> str:
+def voice_for_language(settings: Settings, worker: Worker, language: str) -> str:
     """The voice of a stream that names a language and no voice: the one configured for
     its tag (``en-GB``) or language (``en``), else of the engine's voices with that
-    locale, then that language: the default voice if it is one of them, else the first."""
-    check_language(engine_name, worker, language)
-    tag, lang = language.replace("_", "-").lower(), primary(language)
+    locale, then that language: the default voice if it is one of them, else the first
+    (none: the default voice, which ``check_language`` then refuses)."""
+    tag, lang = tag_of(language), primary(language)
     voices = server_voices(worker.engine)
     configured = settings.language_voice_map()
     for key in (tag, lang):
         if any(v.id == configured.get(key) for v in voices):
             return configured[key]
     default = default_voice(settings, worker)
-    for locale_level in (True, False):
-        found = [
-            v.id
-            for v in voices
-            if ((v.locale or v.language).replace("_", "-").lower() == tag)
-            or (not locale_level and v.language == lang)
-        ]
+    by_locale = [v.id for v in voices if tag_of(v.locale or v.language) == tag]
+    by_language = [v.id for v in voices if v.language == lang]
+    for found in (by_locale, by_language):
         if found:
             return default if default in found else found[0]
     return default
 
 
+def voice_info(worker: Worker, voice: str) -> VoiceInfo | None:
+    return next((v for v in worker.engine.voices() if v.id == voice), None)
+
+
 def voice_language(worker: Worker, voice: str) -> str | None:
     """What ``voice`` speaks (its locale where it has one), None if it does not say."""
-    return next((v.locale or v.language for v in worker.engine.voices() if v.id == voice), None)
+    info = voice_info(worker, voice)
+    return (info.locale or info.language) if info is not None else None
 
 
 def check_options(
@@ -127,7 +134,7 @@ def check_options(
                 f" (it has: {', '.join(honoured) or 'none'})",
             )
     if options.speaker is not None:
-        info = next((v for v in worker.engine.voices() if v.id == voice), None)
+        info = voice_info(worker, voice)
         names = (info.speakers if info else None) or []
         if options.speaker not in names:
             raise p.ProtocolError(
@@ -193,7 +200,7 @@ def resolve(
     if voice:
         chosen = voice
     elif language:
-        chosen = voice_for_language(settings, name, worker, language)
+        chosen = voice_for_language(settings, worker, language)
     else:
         chosen = default_voice(settings, worker)
     check_voice(name, worker, chosen)

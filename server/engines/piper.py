@@ -102,8 +102,9 @@ class PiperEngine:
             from piper import PiperVoice
 
             # Under the lock: two threads asking for one new voice load it once. A load
-            # takes about a second; other voices' syntheses do not wait for it (they
-            # hold their voice object already).
+            # takes about a second. An engine process runs one request at a time, so
+            # nothing waits on it there; with engine_isolation=thread, other threads'
+            # look-ups wait for it (syntheses already running do not).
             pv = _load(PiperVoice, Path(f.model), Path(f.config))
             self._voices[voice] = pv
             while len(self._voices) > self.options.max_resident:
