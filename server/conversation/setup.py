@@ -206,6 +206,8 @@ def resolve(
     check_voice(name, worker, chosen)
     check_language(name, worker, language)
     check_options(name, worker, chosen, options)
+    if options is not None and not options.named():
+        options = None  # `{}`: nothing for the engine (which may take no options at all)
     enc = encoder if encoder is not None else build_encoder(settings, output)
     bitrate = enc.ctl_settings()["bitrate"] if isinstance(enc, OpusEncoder) else None
     out = p.OutputFormat(

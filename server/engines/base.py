@@ -25,13 +25,15 @@ def from_pcm16(data: bytes) -> Audio:
     return x
 
 
-class VoiceInfo(msgspec.Struct, kw_only=True):
+class VoiceInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A voice as the voices routes list it; what a voice does not say is left out."""
+
     id: str
     name: str
     engine: str
     language: str
     sample_rate: int
-    builtin: bool = True
+    builtin: bool
     locale: str | None = None  # as the voice names it, e.g. "de_DE"
     quality: str | None = None  # Piper's x_low, low, medium, high
     speakers: list[str] | None = None  # a multi-speaker voice's `speaker` values

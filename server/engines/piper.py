@@ -76,6 +76,7 @@ class PiperEngine:
                 engine=self.name,
                 language=v.language,
                 sample_rate=v.sample_rate,
+                builtin=True,
                 locale=v.locale,
                 quality=v.quality,
                 speakers=v.speakers or None,

@@ -57,6 +57,7 @@ class ReplayEngine:
                 engine=self.name,
                 language=v.language,
                 sample_rate=v.sample_rate,
+                builtin=True,
             )
             for v in self._source.voices()
         ]

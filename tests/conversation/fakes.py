@@ -36,7 +36,14 @@ class FakeEngine:
     def voices(self) -> list[VoiceInfo]:
         ids = [f"{self.name}-default", Settings().voice, "other"]
         return [
-            VoiceInfo(id=v, name=v, engine=self.name, language="en", sample_rate=self.sample_rate)
+            VoiceInfo(
+                id=v,
+                name=v,
+                engine=self.name,
+                language="en",
+                sample_rate=self.sample_rate,
+                builtin=True,
+            )
             for v in ids
         ]
 

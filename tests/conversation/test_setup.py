@@ -67,7 +67,12 @@ def test_uploaded_voices_are_never_listed_to_others() -> None:
     class WithUpload(FakeEngine):
         def voices(self) -> list[VoiceInfo]:
             up = VoiceInfo(
-                id="v_AAAAAAAAAAAAAAAA", name="x", engine="piper", language="en", sample_rate=1
+                id="v_AAAAAAAAAAAAAAAA",
+                name="x",
+                engine="piper",
+                language="en",
+                sample_rate=1,
+                builtin=False,
             )
             return [*super().voices(), up]
 
@@ -89,3 +94,17 @@ def test_fallback_keeps_the_encoder_and_takes_the_default_voice() -> None:
     assert back.pipeline.engine_rate == 22050 and back.speed == 1.25
     assert (back.engine, back.voice, back.pre_skip) == ("piper", s.voice, spec.pre_skip)
     assert setup.fallback(s, w, back) is None  # the fallback engine has no fallback
+
+
+def test_empty_engine_options_are_none_for_an_engine_that_takes_none() -> None:
+    """``engine_options: {}`` names nothing: the engine (here one that declares no
+    options, like the replay engine) is never handed an options argument."""
+    w: dict[str, Worker] = {"piper": RecordingWorker(FakeEngine("piper"))}
+    spec = setup.resolve(
+        Settings(), w, None, None, None, 1.0, p.OutputFormat(), options=p.EngineOptions()
+    )
+    assert spec.options is None
+    with pytest.raises(p.ProtocolError, match=r"engine_options\.seed"):
+        setup.resolve(
+            Settings(), w, None, None, None, 1.0, p.OutputFormat(), options=p.EngineOptions(seed=1)
+        )
