@@ -15,7 +15,7 @@ import pytest
 from server.engines.piper_voices import DEFAULT_VOICE
 from tests.prom import delta, scrape
 from tests.support import Received, ServerProcess, connect, decode_pcm, recv_until, send
-from tests.test_engine_isolation import LONG, OTHER, busy_engine
+from tests.test_engine_isolation import LONG, busy_engine
 
 FIRST = "The museum opens at ten. Tickets are sold at the door."
 SECOND = "Guided tours start every hour from the main hall, and they last forty minutes."
@@ -75,14 +75,21 @@ async def test_a_crash_is_a_failure_and_a_restart_and_cpu_never_goes_back(
     ws = await connect(srv.ws_url)
     await send(ws, type="start")
     await recv_until(ws, Received(), stop="ready")
-    await send(ws, type="text", text=f"{LONG} {OTHER}")  # seconds of work, chunk on chunk
+    # Seconds of work, chunk on chunk, and a reader that keeps the session taking audio,
+    # so the engine is still mid-chunk when it is killed (two sentences with no reader
+    # were done, or held back by the unsent-audio bound, before the kill in a CI run).
+    names = ("Stella", "Susan", "Sarah", "Sophie", "Sandra", "Sylvia", "Selma", "Sonia")
+    await send(ws, type="text", text=" ".join(LONG.replace("Stella", n) for n in names))
     await send(ws, type="flush")
+    reader = asyncio.create_task(recv_until(ws, Received()))
     victim = await busy_engine(srv.pid)
     # The victim works on: CPU time that only the last scrape before its death sees.
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(0.5)
     before = scrape(srv.http)
+    assert await busy_engine(srv.pid, timeout=1) == victim, "the engine went idle too soon"
     os.kill(victim, signal.SIGSEGV)
     await ws.close()  # nothing more to do for the new process than its warm-up
+    reader.cancel()
     deadline = time.monotonic() + 60
     while True:
         after = scrape(srv.http)
