@@ -91,13 +91,14 @@ async def connect(url: str, **kw: Any) -> ClientConnection:
 async def recv_until(
     ws: ClientConnection,
     rec: Received,
-    stop: str | None = None,
+    stop: str | tuple[str, ...] | None = None,
     timeout: float = 60.0,
     frames: int | None = None,
 ) -> Received:
-    """Read messages into ``rec`` until an event of type ``stop``, ``rec`` holds
-    ``frames`` frames, or the close."""
+    """Read messages into ``rec`` until an event of type ``stop`` (or one of them),
+    ``rec`` holds ``frames`` frames, or the close."""
     deadline = time.monotonic() + timeout
+    stops = (stop,) if isinstance(stop, str) else (stop or ())
     try:
         while True:
             left = deadline - time.monotonic()
@@ -116,7 +117,7 @@ async def recv_until(
                 ev = json.loads(msg)
                 rec.events.append(ev)
                 rec.order.append(("event", ev))
-                if stop is not None and ev["type"] == stop:
+                if ev["type"] in stops:
                     return rec
     except websockets.ConnectionClosed as exc:
         rec.close_code = exc.rcvd.code if exc.rcvd else 1006

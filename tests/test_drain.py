@@ -50,6 +50,10 @@ async def test_sigterm_drains_then_exits() -> None:
         assert busy_rec.close_code == 1012
         kinds = [e["type"] for e in busy_rec.events]
         assert kinds.index("flushed") < kinds.index("error")
+        # the hint counts every frame that left before it (it was 1-2 short: a resume
+        # would have replayed them)
+        hint = busy_rec.of("error")[-1]["resume"]
+        assert hint["from_frame"] == len(busy_rec.frames), (hint, len(busy_rec.frames))
         spoken = " ".join(s["text"] for s in busy_rec.of("segment"))
         assert spoken.split() == LONG.split()
         assert len(busy_rec.frames) * 0.02 > 6.0

@@ -80,7 +80,8 @@ async def _session(server: ServerProcess, text: str = TEXT, **start: Any) -> Rec
     async with await connect(server.ws_url) as ws:
         out = {"encoding": "pcm_s16le", "sample_rate": 16000}
         await send(ws, type="start", output=out, **start)
-        rec = await recv_until(ws, Received(), stop="ready", timeout=30)
+        # a refused start is not fatal (the socket waits for another start): stop there
+        rec = await recv_until(ws, Received(), stop=("ready", "error"), timeout=30)
         if rec.of("error"):
             return rec
         await send(ws, type="text", text=text)

@@ -86,6 +86,11 @@ class Sending:
             return (False, words) if words is not None else self.pop()
         elif isinstance(item, p.Done):
             item = p.Done(frames=self.frames_sent)
+        elif isinstance(item, p.Error) and item.resume is not None:
+            # The hint was made when the notice was queued; the frames queued before it
+            # leave before it, so the client has those too (a stale count replays them).
+            hint = p.ResumeHint(session_id=item.resume.session_id, from_frame=self.frames_sent)
+            item = p.Error(code=item.code, message=item.message, fatal=item.fatal, resume=hint)
         return False, item
 
     def frame_next(self) -> bool:
