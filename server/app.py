@@ -48,7 +48,7 @@ from server.ws import dialect_routes
 from server.ws.native import NativeSession
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from server.state.connect import StateRedis
 
 log = structlog.get_logger("voxwire.app")
 
@@ -70,11 +70,9 @@ def access_state(settings: Settings) -> dict[str, Any]:
     )
     limits: Limits = MemoryLimits(cfg)
     if settings.redis_url:
-        from redis.asyncio import Redis as AsyncRedis
+        from server.state.connect import redis_client
 
-        redis = AsyncRedis.from_url(
-            settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        redis = redis_client(settings.redis_url, settings.redis_timeout_s, settings.redis_retries)
         limits = RedisLimits(cfg, redis, settings.redis_prefix)
     return {
         "keys": KeyRing(
@@ -90,7 +88,7 @@ def access_state(settings: Settings) -> dict[str, Any]:
     }
 
 
-def voice_store(settings: Settings, redis: Redis | None) -> VoiceStore:
+def voice_store(settings: Settings, redis: StateRedis | None) -> VoiceStore:
     """Redis when ``redis_url`` is set (every node sees every voice), else memory."""
     cache: VoiceCache[Any] = VoiceCache(settings.voice_cache_size)
     if redis is not None:

@@ -23,11 +23,10 @@ from server.state.voices import MemoryVoiceStore, VoiceCache, VoiceStore
 from server.streaming.chunker import ChunkPolicy
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from server.config import Settings
     from server.engines.base import Engine
     from server.engines.worker import EngineWorker
+    from server.state.connect import StateRedis
     from server.state.sessions import SessionStore
 
 
@@ -63,7 +62,7 @@ class AppState:
     tokens: Tokens = field(default_factory=lambda: Tokens("", 600.0))
     limits: Limits = field(default_factory=lambda: MemoryLimits(LimitConfig()))
     allowed_origins: frozenset[str] = frozenset()
-    redis: Redis | None = None
+    redis: StateRedis | None = None
     draining: bool = False
     sessions: set[LiveSession] = field(default_factory=set)
     # Uploaded voices (issue 4): the shared store, with this node's cache of prepared ones.

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 log = structlog.get_logger("voxwire.auth")
 
@@ -78,7 +79,7 @@ class KeyRing:
     def __init__(
         self,
         digests: Iterable[str],
-        redis: Redis | None = None,
+        redis: Redis | RedisCluster | None = None,
         redis_key: str = "voxwire:api_keys",
         required: bool = False,
     ) -> None:
@@ -203,8 +204,12 @@ class KeyRing:
                     pipe.smembers(self._redis_key)
                 else:
                     pipe.sismember(self._redis_key, known)
-                pipe.exists(self._redis_key + ":required", self._redis_key)
-                member, anything = await pipe.execute()
+                # one key per EXISTS: on a Redis Cluster the two keys are in different
+                # slots, and a pipelined EXISTS of both comes back as two answers
+                pipe.exists(self._redis_key + ":required")
+                pipe.exists(self._redis_key)
+                member, required, listed = await pipe.execute()
+            anything = required or listed
             if known is None:
                 member = any(
                     key_id(m.decode() if isinstance(m, bytes) else str(m)) == kid for m in member

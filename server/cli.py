@@ -83,6 +83,8 @@ def _serve(args: argparse.Namespace) -> int:
         # instead of buffering without bound (the websockets-sansio default does not).
         ws=ws_protocol(settings.socket_send_buffer_bytes),
         ws_max_size=settings.max_message_bytes,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         ws_per_message_deflate=False,  # Opus does not compress; deflate only burns CPU
         ws_ping_interval=settings.ws_ping_interval_s or None,
         ws_ping_timeout=settings.ws_ping_interval_s or None,
@@ -96,15 +98,41 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _redis_problem(url: str) -> str | None:
-    import redis
+    """Why the state store at ``url`` cannot be used now (None: it answers). With a
+    cluster, every primary must answer; with Sentinel, the primary they name."""
+    from redis import RedisError
+
+    from server.state.connect import redis_client
+
+    async def ping() -> None:
+        client = redis_client(url, timeout_s=3.0)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
-        client.ping()
-        client.close()
-    except (redis.RedisError, OSError, ValueError) as exc:
+        asyncio.run(ping())
+    except (RedisError, OSError, ValueError) as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+async def _keys_in_redis(url: str, prefix: str, add: str = "", remove: str = "") -> int:
+    """Add a key digest to the shared set (and mark keys required), or remove one:
+    how many it changed."""
+    from server.state.connect import redis_client
+
+    client = redis_client(url)
+    try:
+        if add:
+            n = int(await client.sadd(prefix + "api_keys", add))
+            # from now on this Redis's nodes require keys, even once every key is revoked
+            await client.set(prefix + "api_keys:required", 1)
+            return n
+        return int(await client.srem(prefix + "api_keys", remove))
+    finally:
+        await client.aclose()
 
 
 def _redact(url: str) -> str:
@@ -127,12 +155,7 @@ def _keys(args: argparse.Namespace) -> int:
         key = "vw_" + secrets.token_urlsafe(32)
         hashed = "sha256:" + digest(key)
         if args.redis_url:
-            import redis
-
-            client = redis.Redis.from_url(args.redis_url)
-            client.sadd(args.redis_prefix + "api_keys", digest(key))
-            # from now on this Redis's nodes require keys, even once every key is revoked
-            client.set(args.redis_prefix + "api_keys:required", 1)
+            asyncio.run(_keys_in_redis(args.redis_url, args.redis_prefix, add=digest(key)))
             print(
                 f"stored the key's digest in Redis ({args.redis_prefix}api_keys); nodes that "
                 "have seen it refuse to serve if Redis loses it, and with "
@@ -146,11 +169,8 @@ def _keys(args: argparse.Namespace) -> int:
         print("sha256:" + digest(args.key))
         return 0
     # revoke
-    import redis
-
-    client = redis.Redis.from_url(args.redis_url)
     d = args.key[7:] if args.key.startswith("sha256:") else digest(args.key)
-    removed = client.srem(args.redis_prefix + "api_keys", d)
+    removed = asyncio.run(_keys_in_redis(args.redis_url, args.redis_prefix, remove=d))
     print("revoked" if removed else "no such key in Redis", file=sys.stderr)
     return 0 if removed else 1
 

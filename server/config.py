@@ -121,6 +121,15 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             "(from its opening, or the first byte of its next request); then it is closed.",
         ),
     ] = 10.0
+    forwarded_allow_ips: Annotated[
+        str,
+        _D(
+            description="Comma-separated addresses (or `*`) of proxies trusted to give the "
+            "client's address in X-Forwarded-For; it is then the client address for "
+            "logs and per-address limits (RTP). Set it to the load balancer's address "
+            "when there is one (`*` only where no client reaches the node directly).",
+        ),
+    ] = "127.0.0.1"
     max_buffered_chars: Annotated[
         int,
         _D(
@@ -295,11 +304,32 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
     redis_url: Annotated[
         str,
         _D(
-            description="Redis URL (`redis://host:6379/0`). When set, API keys and per-key "
-            "limits are shared through it, and the server refuses to start without it."
+            description="Redis URL: one Redis (`redis://host:6379/0`), a Sentinel-managed "
+            "primary (`redis+sentinel://host:26379,host:26379/<service>`) or a Redis Cluster "
+            "(`redis+cluster://host:6379,host:6379`); see docs/redis.md. When set, API keys, "
+            "per-key limits, voices and resumable sessions are shared through it, and the "
+            "server refuses to start without it."
         ),
     ] = ""
     redis_prefix: Annotated[str, _D(description="Prefix of every Redis key.")] = "voxwire:"
+    redis_timeout_s: Annotated[
+        float,
+        _D(
+            gt=0,
+            description="Longest wait for a connection to Redis or for one of its replies; "
+            "past it the call fails (and is retried, see `redis_retries`).",
+        ),
+    ] = 2.0
+    redis_retries: Annotated[
+        int,
+        _D(
+            ge=0,
+            le=20,
+            description="Retries of a Redis call whose connection failed or timed out, "
+            "50 ms apart doubling to 500 ms: enough for a dropped connection, not for a "
+            "failover, which the state-outage policy handles (docs/redis.md).",
+        ),
+    ] = 3
     resume_window_s: Annotated[
         float,
         _D(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,7 @@ return v
 
 
 class RedisLimits:
-    def __init__(self, config: LimitConfig, redis: Redis, prefix: str) -> None:
+    def __init__(self, config: LimitConfig, redis: Redis | RedisCluster, prefix: str) -> None:
         self.config = config
         self._r = redis
         self._p = prefix

@@ -8,8 +8,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from tests.support import ROOT, ServerProcess, rms, transcribe, word_recall
+from tests.support import (
+    ROOT,
+    Received,
+    ServerProcess,
+    connect,
+    logged,
+    recv_until,
+    rms,
+    send,
+    transcribe,
+    word_recall,
+)
 
 TEXT = "Hello from the command line. This file should play in any Opus decoder."
 
@@ -100,3 +112,20 @@ def test_serve_help_lists_every_setting() -> None:
     for name in Settings.__struct_fields__:
         assert "--" + name.replace("_", "-") in proc.stdout, name
     assert "Expected packet loss, % (FEC acts only when > 0)." in " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize(("trusted", "seen"), [("127.0.0.1", "203.0.113.7"), ("", "127.0.0.1")])
+async def test_a_trusted_proxy_gives_the_client_address(trusted: str, seen: str) -> None:
+    """Behind a load balancer the node sees the balancer's address; X-Forwarded-For gives
+    the client's, but only from a proxy in forwarded_allow_ips."""
+    srv = ServerProcess(forwarded_allow_ips=trusted)
+    try:
+        srv.wait_ready()
+        headers = {"X-Forwarded-For": "203.0.113.7"}
+        async with await connect(srv.ws_url, additional_headers=headers) as ws:
+            await send(ws, type="start")
+            await recv_until(ws, Received(), stop="ready")
+        starts = await logged(srv, "session_start")
+        assert starts and starts[0]["client"] == seen, starts
+    finally:
+        srv.stop()

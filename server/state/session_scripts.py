@@ -4,6 +4,12 @@ so that a write is all-or-nothing even if the node dies in the middle of it.
 Every script but CREATE and TAKEOVER starts with FENCE: it refuses a writer that is
 not the session's owner (``moved``) or a session that is gone (``gone``), and defines
 ``touch()``, which renews the TTL of the session's keys.
+
+The journal's writes (APPEND, MARK, COMMIT, CANCEL, ACK) then pass SEQ: the record
+counts the writes applied to it (``w``) and the writer says how many it made; when
+they differ the store lost writes behind the writer's back (a failover to a replica
+that had not received them, Redis replication being asynchronous), and the write is
+refused (``lost``) instead of being numbered from the wrong place.
 """
 
 # KEYS: record hash, text string, marks list, frames stream, chunk PCM string.
@@ -17,10 +23,18 @@ local function touch()
 end
 """
 
+# ARGV[3]: the writes the writer made to the record ('': not known, unchecked).
+# Each sequenced script's own arguments start at ARGV[4].
+SEQ = """
+local w = tonumber(redis.call('HGET', KEYS[1], 'w') or '0')
+if ARGV[3] ~= '' and w ~= tonumber(ARGV[3]) then return 'lost' end
+redis.call('HSET', KEYS[1], 'w', w + 1)
+"""
+
 CREATE = """
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'meta', ARGV[3], 'maxlen', ARGV[4],
-  'epoch', 0, 'frames', 0,
+  'epoch', 0, 'frames', 0, 'w', 0,
   'acked', -1, 'done_chars', 0, 'marks_done', 0, 'finished', 0, 'carry', '', 'segments', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 'ok'
@@ -28,8 +42,9 @@ return 'ok'
 
 APPEND = (
     FENCE
+    + SEQ
     + """
-redis.call('APPEND', KEYS[2], ARGV[3])
+redis.call('APPEND', KEYS[2], ARGV[4])
 touch()
 return 'ok'
 """
@@ -37,25 +52,27 @@ return 'ok'
 
 MARK = (
     FENCE
+    + SEQ
     + """
-redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[4])
 touch()
 return 'ok'
 """
 )
 
-# ARGV[3..10]: chunk ("index:first:chars" or ""), its PCM, chars, marks, finished, carry,
+# ARGV[4..11]: chunk ("index:first:chars" or ""), its PCM, chars, marks, finished, carry,
 # segments, chunk done; then (message, audio) pairs.
 COMMIT = (
     FENCE
+    + SEQ
     + """
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'chunk', ARGV[3])
-  redis.call('SET', KEYS[5], ARGV[4])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'chunk', ARGV[4])
+  redis.call('SET', KEYS[5], ARGV[5])
 end
 local n = tonumber(redis.call('HGET', KEYS[1], 'frames'))
 local maxlen = redis.call('HGET', KEYS[1], 'maxlen')
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   if ARGV[i] == '' then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'n', n, 'a', ARGV[i + 1])
   else
@@ -64,11 +81,11 @@ for i = 11, #ARGV, 2 do
   end
   n = n + 1
 end
-redis.call('HSET', KEYS[1], 'frames', n, 'carry', ARGV[8], 'segments', ARGV[9])
-redis.call('HINCRBY', KEYS[1], 'done_chars', ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'marks_done', ARGV[6])
-if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'finished', 1) end
-if ARGV[10] == '1' then
+redis.call('HSET', KEYS[1], 'frames', n, 'carry', ARGV[9], 'segments', ARGV[10])
+redis.call('HINCRBY', KEYS[1], 'done_chars', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'marks_done', ARGV[7])
+if ARGV[8] == '1' then redis.call('HSET', KEYS[1], 'finished', 1) end
+if ARGV[11] == '1' then
   redis.call('HDEL', KEYS[1], 'chunk')
   redis.call('DEL', KEYS[5])
 end
@@ -77,12 +94,13 @@ return 'ok'
 """
 )
 
-# ARGV[3..5]: frames sent, characters and marks accepted (all of them are dropped).
+# ARGV[4..6]: frames sent, characters and marks accepted (all of them are dropped).
 # Frames committed but never sent are deleted: the next chunk's frames take their numbers.
 CANCEL = (
     FENCE
+    + SEQ
     + """
-local sent = tonumber(ARGV[3])
+local sent = tonumber(ARGV[4])
 local more = true
 while more do
   local tail = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 100)
@@ -97,7 +115,7 @@ while more do
 end
 local frames = tonumber(redis.call('HGET', KEYS[1], 'frames'))
 if sent < frames then redis.call('HSET', KEYS[1], 'frames', sent) end
-redis.call('HSET', KEYS[1], 'done_chars', ARGV[4], 'marks_done', ARGV[5], 'carry', '')
+redis.call('HSET', KEYS[1], 'done_chars', ARGV[5], 'marks_done', ARGV[6], 'carry', '')
 redis.call('HDEL', KEYS[1], 'chunk')
 redis.call('DEL', KEYS[5])
 touch()
@@ -107,9 +125,10 @@ return 'ok'
 
 ACK = (
     FENCE
+    + SEQ
     + """
-if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[1], 'acked')) then
-  redis.call('HSET', KEYS[1], 'acked', ARGV[3])
+if tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'acked')) then
+  redis.call('HSET', KEYS[1], 'acked', ARGV[4])
 end
 touch()
 return 'ok'

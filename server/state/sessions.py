@@ -34,11 +34,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
+import structlog
 
 from server.state import session_scripts as lua
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from server.state.connect import StateRedis
+
+log = structlog.get_logger("voxwire.sessions")
 
 Fence = Literal["ok", "moved", "gone"]
 
@@ -326,13 +329,23 @@ def _s(v: bytes | str) -> str:
 
 
 class RedisSessionStore:
-    """Sessions in Redis, shared by every node; each write is one Lua script."""
+    """Sessions in Redis, shared by every node; each write is one Lua script.
 
-    def __init__(self, redis: Redis, prefix: str, ttl_s: float) -> None:
+    It counts each writer's journal writes (``_writes``) so that a record that lost
+    some of them (a failover: see session_scripts.SEQ) refuses the next one; the
+    writer is told ``gone``, which ends resume for its session.
+    """
+
+    def __init__(self, redis: StateRedis, prefix: str, ttl_s: float) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl_s = ttl_s
         self._ttl_ms = max(1, int(ttl_s * 1000))
+        # (session, owner) -> (writes applied, last use): this node's writers. An entry
+        # idle for two TTLs is dropped (its record has expired, or its writer stopped
+        # without deleting it); a writer without one writes unchecked.
+        self._writes: dict[tuple[str, str], tuple[int, float]] = {}
+        self._next_sweep = 0.0
         reg = redis.register_script
         self._create = reg(lua.CREATE)
         self._append = reg(lua.APPEND)
@@ -351,21 +364,60 @@ class RedisSessionStore:
         base = f"{self.prefix}session:{{{sid}}}"
         return [base, base + ":text", base + ":marks", base + ":frames", base + ":pcm"]
 
-    async def _fenced(self, script: object, sid: str, owner: str, *args: object) -> Fence:
+    def _count(self, sid: str, owner: str) -> str:
+        """The writes ``owner`` made to the record, as SEQ's argument ('': unknown)."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.ttl_s
+            idle = now - 2 * self.ttl_s
+            for k in [k for k, (_, used) in self._writes.items() if used < idle]:
+                del self._writes[k]
+        known = self._writes.get((sid, owner))
+        return "" if known is None else str(known[0])
+
+    def _counted(self, sid: str, owner: str, writes: int | None) -> None:
+        if writes is None:
+            self._writes.pop((sid, owner), None)
+        else:
+            self._writes[(sid, owner)] = (writes, time.monotonic())
+
+    async def _run(self, script: object, sid: str, owner: str, *args: object) -> str:
         r = await script(keys=self.keys(sid), args=[owner, self._ttl_ms, *args])  # type: ignore[operator]
-        out: Fence = _s(r)  # type: ignore[assignment]
+        return _s(r)
+
+    async def _fenced(self, script: object, sid: str, owner: str, *args: object) -> Fence:
+        out: Fence = await self._run(script, sid, owner, *args)  # type: ignore[assignment]
+        if out != "ok":
+            self._counted(sid, owner, None)
+        return out
+
+    async def _write(self, script: object, sid: str, owner: str, *args: object) -> Fence:
+        """A journal write, sequenced (session_scripts.SEQ)."""
+        count = self._count(sid, owner)
+        r = await self._run(script, sid, owner, count, *args)
+        if r == "lost":  # the count stays as it was: every later write is refused too
+            log.warning(
+                "session_writes_lost",
+                session_id=sid,
+                error="the state store lost writes of this session (a failover to a "
+                "replica that had not received them); it can no longer be resumed",
+            )
+            return "gone"
+        self._counted(sid, owner, int(count) + 1 if r == "ok" and count else None)
+        out: Fence = r  # type: ignore[assignment]
         return out
 
     async def create(self, session_id: str, owner: str, meta: bytes, replay_frames: int) -> None:
         await self._create(
             keys=self.keys(session_id), args=[owner, self._ttl_ms, meta, replay_frames]
         )
+        self._counted(session_id, owner, 0)
 
     async def append_text(self, session_id: str, owner: str, text: str) -> Fence:
-        return await self._fenced(self._append, session_id, owner, text)
+        return await self._write(self._append, session_id, owner, text)
 
     async def add_mark(self, session_id: str, owner: str, offset: int, kind: str) -> Fence:
-        return await self._fenced(self._mark, session_id, owner, f"{offset}:{kind}")
+        return await self._write(self._mark, session_id, owner, f"{offset}:{kind}")
 
     async def commit(self, session_id: str, owner: str, c: Commit) -> Fence:
         ch = c.chunk
@@ -381,21 +433,26 @@ class RedisSessionStore:
         ]
         for f in c.frames:
             args += [f.message, f.audio]
-        return await self._fenced(self._commit, session_id, owner, *args)
+        return await self._write(self._commit, session_id, owner, *args)
 
     async def cancel(self, session_id: str, owner: str, sent: int, chars: int, marks: int) -> Fence:
-        return await self._fenced(self._cancel, session_id, owner, sent, chars, marks)
+        return await self._write(self._cancel, session_id, owner, sent, chars, marks)
 
     async def ack(self, session_id: str, owner: str, frame: int) -> Fence:
-        return await self._fenced(self._ack, session_id, owner, frame)
+        return await self._write(self._ack, session_id, owner, frame)
 
     async def heartbeat(self, session_id: str, owner: str) -> Fence:
+        known = self._writes.get((session_id, owner))
+        if known is not None:  # a live writer's count is kept while it beats
+            self._counted(session_id, owner, known[0])
         return await self._fenced(self._heartbeat, session_id, owner)
 
     async def poison(self, session_id: str, owner: str) -> None:
+        self._counted(session_id, owner, None)
         await self._fenced(self._poison, session_id, owner)
 
     async def delete(self, session_id: str, owner: str) -> None:
+        self._counted(session_id, owner, None)
         await self._fenced(self._delete, session_id, owner)
 
     async def takeover(
@@ -418,6 +475,9 @@ class RedisSessionStore:
 
         def num(k: str) -> int:
             return int(h[k])
+
+        # (a record from before writes were counted has no count: SEQ starts it at 0)
+        self._counted(session_id, owner, int(h.get("w", 0)))
 
         parsed: list[tuple[int, str]] = []
         for m in marks:

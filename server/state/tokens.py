@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from server.auth import _b64, _unb64
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from server.state.connect import StateRedis
 
 
 class ResumeTokenError(Exception):
@@ -88,7 +88,7 @@ class ResumeTokens:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
 
-async def shared_secret(redis: Redis, key: str) -> bytes:
+async def shared_secret(redis: StateRedis, key: str) -> bytes:
     """The cluster's resume secret: made once by whichever node starts first."""
     await redis.set(key, secrets.token_hex(32), nx=True)
     value = await redis.get(key)

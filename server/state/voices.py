@@ -49,11 +49,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
+
+    from server.state.connect import StateRedis
 
 log = structlog.get_logger("voxwire.voices")
 
@@ -303,7 +305,7 @@ class RedisVoiceStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StateRedis,
         prefix: str,
         cache: VoiceCache[Any],
         max_voices: int = 0,
@@ -383,8 +385,15 @@ class RedisVoiceStore:
 
     async def listen(self, on_event: Listener) -> None:
         while True:
-            pubsub: PubSub = self._r.pubsub()
+            pubsub: PubSub | None = None
             try:
+                if isinstance(self._r, RedisCluster):
+                    # Its pubsub takes the node of the channel's slot from the client's
+                    # slot map, which only commands load and refresh: one on that slot
+                    # (a key named like the channel) finds who serves it now, after a
+                    # failover too; otherwise it would subscribe to the dead node forever.
+                    await self._r.type(self.channel)
+                pubsub = self._r.pubsub()
                 await pubsub.subscribe(self.channel)
                 await self._resync()
                 await _call(on_event, VoiceEvent("resync"))
@@ -402,12 +411,15 @@ class RedisVoiceStore:
                     if ev.event == "deleted" and self.cache.evict(ev.id, deleted=True):
                         log.info("voice_evicted", voice=ev.id, reason="deleted")
                     await _call(on_event, ev)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
+                # (a cluster's pubsub raises RedisClusterException for a slot it cannot
+                # place, which is not a RedisError)
                 log.warning("voice_events_lost", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(self.retry_s)
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def now() -> float:

@@ -299,6 +299,8 @@ class NativeSession:
             voice=spec.voice,
             output=msgspec.to_builtins(spec.output),
             resumed=self.conv.resumed,
+            # behind a trusted proxy (forwarded_allow_ips), the address it forwarded
+            client=self.ws.client.host if self.ws.client else None,
         )
 
     # ------------------------------------------------------------------ resume journal

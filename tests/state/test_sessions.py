@@ -1,15 +1,15 @@
 """The session journal's store, both implementations, against the same expectations
-(Redis: a real server from the `redis_server` fixture)."""
+(Redis: a real server, and a real three-primary Redis Cluster; tests/state/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from server.state.sessions import (
     ChunkAudio,
@@ -20,16 +20,17 @@ from server.state.sessions import (
     SessionStore,
     StoredFrame,
 )
+from tests.redis_cluster import RedisNode
+from tests.state.conftest import REDIS_KINDS, Connect, all_keys, url_of
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_server: Any) -> AsyncIterator[SessionStore]:
+@pytest.fixture(params=["memory", *REDIS_KINDS])
+async def store(request: pytest.FixtureRequest, connect: Connect) -> AsyncIterator[SessionStore]:
     if request.param == "memory":
         yield MemorySessionStore(ttl_s=0.6)
         return
-    client = Redis.from_url(redis_server.url)
+    client = connect(url_of(request, request.param))
     yield RedisSessionStore(client, f"t{secrets.token_hex(4)}:", ttl_s=0.6)
-    await client.aclose()
 
 
 def _frames(*names: str) -> list[StoredFrame]:
@@ -119,7 +120,7 @@ async def test_state_expires_without_heartbeats(store: SessionStore) -> None:
     assert await store.heartbeat("s5", "a") == "gone"
     assert await store.takeover("s5", "b") is None
     if isinstance(store, RedisSessionStore):  # no key is left behind
-        assert await store.redis.keys(f"{store.prefix}*") == []
+        assert await all_keys(store.redis, f"{store.prefix}*") == []
 
 
 async def test_a_poisoned_record_is_not_resumed(store: SessionStore) -> None:
@@ -175,3 +176,87 @@ async def test_peek_reads_without_taking_over(store: SessionStore) -> None:
     await store.poison("s9", "a")
     with pytest.raises(ResumeUnavailable):
         await store.peek("s9")
+
+
+async def _rewind(store: RedisSessionStore, sid: str, to: dict[str, bytes | None]) -> None:
+    """Put a session's keys back as they were (``DUMP``s): what a failover to a replica
+    that had not received the latest writes leaves behind."""
+    for key, dumped in to.items():
+        await store.redis.delete(key)
+        if dumped is not None:
+            await store.redis.restore(key, 60_000, dumped)
+
+
+async def test_a_record_that_lost_writes_refuses_the_next(redis_url: str, connect: Connect) -> None:
+    """Replication is asynchronous, so a failover can leave an older prefix of a journal.
+    Its writer's next write is refused (``gone``: the journal breaks and stops) rather
+    than numbered from the wrong frame; the poisoned record is not resumed."""
+    store = RedisSessionStore(connect(redis_url), f"t{secrets.token_hex(4)}:", ttl_s=60)
+    await store.create("s", "a", b"{}", replay_frames=100)
+    await store.append_text("s", "a", "One. ")
+    await store.commit("s", "a", Commit(frames=_frames("f0", "f1"), chars=5))
+    replica = {k: await store.redis.dump(k) for k in store.keys("s")}
+    assert await store.append_text("s", "a", "Two. ") == "ok"
+    assert await store.commit("s", "a", Commit(frames=_frames("f2"), chars=5)) == "ok"
+    await _rewind(store, "s", replica)
+
+    assert await store.commit("s", "a", Commit(frames=_frames("f3"))) == "gone"
+    assert await store.ack("s", "a", 0) == "gone"  # and every write after it
+    assert await store.heartbeat("s", "a") == "ok"  # (a heartbeat writes nothing)
+    await store.poison("s", "a")  # what the broken journal does next
+    with pytest.raises(ResumeUnavailable):
+        await store.takeover("s", "b")
+
+    # A node that took a session over counts from the record it took over.
+    await store.create("t", "a", b"{}", replay_frames=100)
+    await store.append_text("t", "a", "One. ")
+    snap = await store.takeover("t", "b")
+    assert snap is not None and snap.text == "One. "
+    assert await store.append_text("t", "b", "Two. ") == "ok"
+    replica = {k: await store.redis.dump(k) for k in store.keys("t")}
+    assert await store.commit("t", "b", Commit(frames=_frames("f0"), chars=5)) == "ok"
+    await _rewind(store, "t", replica)
+    assert await store.append_text("t", "b", "Three.") == "gone"
+    snap = await store.takeover("t", "c")  # (unpoisoned, it is a consistent older prefix)
+    assert snap is not None and snap.text == "One. Two. " and snap.frames == 0
+
+
+@pytest.mark.parametrize("appendonly", ["yes", "no"])
+async def test_a_killed_redis_keeps_what_it_acknowledged_with_appendonly(
+    appendonly: str, tmp_path: Path, connect: Connect
+) -> None:
+    """SIGKILL and restart: with ``appendonly yes`` (fsync every second) every write it
+    had answered is back, and the session resumes; without persistence it is gone."""
+    node = RedisNode(tmp_path, "--appendonly", appendonly, "--appendfsync", "everysec")
+    node.start()
+    try:
+        store = RedisSessionStore(connect(f"redis://{node.address}/0"), "p:", ttl_s=60)
+        await store.create("s", "a", b"{}", replay_frames=100)
+        await store.append_text("s", "a", "Kept. ")
+        await store.commit("s", "a", Commit(frames=_frames("f0", "f1"), chars=6))
+        node.kill()
+        node.start()  # same port and folder: the client reconnects by itself
+        snap = await store.takeover("s", "b")
+        if appendonly == "no":
+            assert snap is None
+            return
+        assert snap is not None and snap.text == "Kept. " and snap.frames == 2
+        assert [f.audio for f in await store.frames_from("s", 0)] == [b"f0", b"f1"]
+    finally:
+        node.stop()
+
+
+async def test_write_counts_of_writers_gone_quiet_are_dropped(
+    redis_server: Any, connect: Connect
+) -> None:
+    """The store counts each writer's writes in memory; one idle for two TTLs (its
+    session expired, or its connection ended without a delete) is forgotten, so the
+    counts stay as many as the node's live sessions."""
+    store = RedisSessionStore(connect(redis_server.url), f"t{secrets.token_hex(4)}:", ttl_s=0.3)
+    for i in range(20):
+        await store.create(f"s{i}", "a", b"{}", replay_frames=10)
+    assert len(store._writes) == 20
+    await asyncio.sleep(0.7)
+    await store.create("live", "a", b"{}", replay_frames=10)
+    assert await store.append_text("live", "a", "x") == "ok"  # a write sweeps
+    assert list(store._writes) == [("live", "a")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.state.tokens import ResumeTokenError, ResumeTokens, shared_secret
-from tests.support import RedisProcess
+from tests.state.conftest import Connect
 
 
 def _code(tokens: ResumeTokens, token: str, sid: str, now: float, key_id: str | None = None) -> str:
@@ -33,16 +33,10 @@ def test_mint_and_verify() -> None:
     assert _code(t, "garbage", "abc", now=1000.0) == "invalid_resume_token"
 
 
-async def test_nodes_share_one_secret_through_redis(redis_server: RedisProcess) -> None:
-    from redis.asyncio import Redis
-
-    a, b = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
-    try:
-        sa = await shared_secret(a, "tok:resume_secret")
-        sb = await shared_secret(b, "tok:resume_secret")
-        assert sa == sb and len(sa) == 64
-        tok = ResumeTokens(sa).mint("s", 10)
-        ResumeTokens(sb).verify(tok, "s")
-    finally:
-        await a.aclose()
-        await b.aclose()
+async def test_nodes_share_one_secret_through_redis(redis_url: str, connect: Connect) -> None:
+    a, b = connect(redis_url), connect(redis_url)
+    sa = await shared_secret(a, "tok:resume_secret")
+    sb = await shared_secret(b, "tok:resume_secret")
+    assert sa == sb and len(sa) == 64
+    tok = ResumeTokens(sa).mint("s", 10)
+    ResumeTokens(sb).verify(tok, "s")

@@ -1,17 +1,17 @@
-"""The voice stores: memory and Redis (a real, private redis-server) behind one
-interface; atomic writes and deletes; delete notices that evict other nodes' caches."""
+"""The voice stores: memory and Redis (a real, private redis-server, and a real Redis
+Cluster) behind one interface; atomic writes and deletes; delete notices that evict
+other nodes' caches."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
-from redis.asyncio import Redis
 
 from server.state.voices import (
     MemoryVoiceStore,
@@ -22,7 +22,7 @@ from server.state.voices import (
     VoiceStore,
     VoiceStoreFull,
 )
-from tests.support import RedisProcess
+from tests.state.conftest import REDIS_KINDS, Connect, all_keys, url_of
 
 
 def meta(i: int = 0, **kw: Any) -> VoiceMeta:
@@ -47,27 +47,16 @@ def pcm(seconds: float = 0.5, seed: int = 0) -> bytes:
 StoreFactory = Callable[[int], Awaitable[VoiceStore]]
 
 
-@pytest.fixture
-async def redis_clients(redis_server: RedisProcess) -> AsyncIterator[list[Redis]]:
-    clients: list[Redis] = []
-    yield clients
-    for c in clients:
-        await c.aclose()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def make_store(
-    request: pytest.FixtureRequest, redis_server: RedisProcess, redis_clients: list[Redis]
-) -> StoreFactory:
+@pytest.fixture(params=["memory", *REDIS_KINDS])
+async def make_store(request: pytest.FixtureRequest, connect: Connect) -> StoreFactory:
     prefix = f"t{secrets.token_hex(4)}:"
+    url = "" if request.param == "memory" else url_of(request, request.param)
 
     async def make(max_voices: int = 0) -> VoiceStore:
         cache: VoiceCache[Any] = VoiceCache(8)
-        if request.param == "memory":
+        if not url:
             return MemoryVoiceStore(cache, max_voices)
-        r = Redis.from_url(redis_server.url)
-        redis_clients.append(r)
-        return RedisVoiceStore(r, prefix, cache, max_voices, retry_s=0.1)
+        return RedisVoiceStore(connect(url), prefix, cache, max_voices, retry_s=0.1)
 
     return make
 
@@ -110,53 +99,54 @@ async def test_bad_audio_writes_nothing(make_store: StoreFactory) -> None:
     assert await store.meta(m.id) is None and await store.list() == []
 
 
-async def test_redis_layout_and_atomic_writes(redis_server: RedisProcess) -> None:
-    """Under a storm of concurrent puts and deletes, a transaction-consistent look at
-    Redis never finds metadata without its audio or audio without its metadata."""
+# Metadata ids and audio keys read in one step: a script runs atomically, and on a
+# cluster on the node of the ``{voices}`` slot, where every voice key is.
+_SNAPSHOT = "return {redis.call('HKEYS', KEYS[1]), redis.call('KEYS', ARGV[1])}"
+
+
+async def test_redis_layout_and_atomic_writes(redis_url: str, connect: Connect) -> None:
+    """Under a storm of concurrent puts and deletes, a consistent look at Redis never
+    finds metadata without its audio or audio without its metadata."""
     prefix = f"t{secrets.token_hex(4)}:"
-    writer = Redis.from_url(redis_server.url)
-    reader = Redis.from_url(redis_server.url)
+    writer, reader = connect(redis_url), connect(redis_url)
     store = RedisVoiceStore(writer, prefix, VoiceCache(4))
+    m = meta()
+    await store.put(m, pcm())
+    assert await reader.hexists(f"{prefix}{{voices}}", m.id)
+    assert await reader.exists(f"{prefix}{{voices}}:audio:{m.id}") == 1
+    assert len(await all_keys(reader, f"{prefix}*")) == 2  # (and all_keys finds keys)
+    await store.delete(m.id)
+    assert await all_keys(reader, f"{prefix}*") == []
+
+    stop = asyncio.Event()
+    snapshot = reader.register_script(_SNAPSHOT)
+
+    async def churn(seed: int) -> None:
+        while not stop.is_set():
+            x = meta(seed)
+            await store.put(x, pcm(0.2, seed))
+            await store.delete(x.id)
+
+    async def snapshots() -> int:
+        checked = 0
+        for _ in range(300):
+            ids, audio_keys = await snapshot(
+                keys=[f"{prefix}{{voices}}"], args=[f"{prefix}{{voices}}:audio:*"]
+            )
+            with_meta = {i.decode() for i in ids}
+            with_audio = {k.decode().rsplit(":", 1)[1] for k in audio_keys}
+            assert with_meta == with_audio
+            checked += len(with_meta)
+        return checked
+
+    tasks = [asyncio.create_task(churn(i)) for i in range(4)]
     try:
-        m = meta()
-        await store.put(m, pcm())
-        assert redis_server.cli("HEXISTS", f"{prefix}{{voices}}", m.id) == "1"
-        assert redis_server.cli("EXISTS", f"{prefix}{{voices}}:audio:{m.id}") == "1"
-        await store.delete(m.id)
-        assert redis_server.cli("KEYS", f"{prefix}*") == ""
-
-        stop = asyncio.Event()
-
-        async def churn(seed: int) -> None:
-            while not stop.is_set():
-                x = meta(seed)
-                await store.put(x, pcm(0.2, seed))
-                await store.delete(x.id)
-
-        async def snapshots() -> int:
-            checked = 0
-            for _ in range(300):
-                async with reader.pipeline(transaction=True) as p:
-                    p.hkeys(f"{prefix}{{voices}}")
-                    p.keys(f"{prefix}{{voices}}:audio:*")
-                    ids, audio_keys = await p.execute()
-                with_meta = {i.decode() for i in ids}
-                with_audio = {k.decode().rsplit(":", 1)[1] for k in audio_keys}
-                assert with_meta == with_audio
-                checked += len(with_meta)
-            return checked
-
-        tasks = [asyncio.create_task(churn(i)) for i in range(4)]
-        try:
-            checked = await snapshots()
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-        assert checked > 0  # the snapshots did see voices mid-churn
-        assert redis_server.cli("KEYS", f"{prefix}*") == ""
+        checked = await snapshots()
     finally:
-        await writer.aclose()
-        await reader.aclose()
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert checked > 0  # the snapshots did see voices mid-churn
+    assert await all_keys(reader, f"{prefix}*") == []
 
 
 async def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -166,9 +156,9 @@ async def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_delete_notice_evicts_another_nodes_cache(redis_server: RedisProcess) -> None:
+async def test_delete_notice_evicts_another_nodes_cache(redis_url: str, connect: Connect) -> None:
     prefix = f"t{secrets.token_hex(4)}:"
-    ra, rb = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+    ra, rb = connect(redis_url), connect(redis_url)
     node_a = RedisVoiceStore(ra, prefix, VoiceCache(4), retry_s=0.1)
     node_b = RedisVoiceStore(rb, prefix, VoiceCache(4), retry_s=0.1)
     heard: list[VoiceEvent] = []
@@ -203,8 +193,6 @@ async def test_delete_notice_evicts_another_nodes_cache(redis_server: RedisProce
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
-        await ra.aclose()
-        await rb.aclose()
 
 
 async def test_memory_store_notices() -> None:
@@ -263,24 +251,21 @@ async def test_the_owner_is_stored(make_store: StoreFactory) -> None:
     ]
 
 
-async def test_records_from_before_owners_have_none(redis_server: RedisProcess) -> None:
+async def test_records_from_before_owners_have_none(redis_url: str, connect: Connect) -> None:
     """A record written before voices had owners (no ``owner`` in its JSON) still reads,
     with owner None (which server.voices.registry treats as everyone's)."""
     prefix = f"t{secrets.token_hex(4)}:"
-    r = Redis.from_url(redis_server.url)
+    r = connect(redis_url)
     store = RedisVoiceStore(r, prefix, VoiceCache(4))
-    try:
-        old = meta(1)
-        raw = msgspec.json.decode(msgspec.json.encode(old))
-        del raw["owner"]
-        await r.set(f"{prefix}{{voices}}:audio:{old.id}", pcm())
-        await r.hset(f"{prefix}{{voices}}", old.id, msgspec.json.encode(raw))
-        got = await store.meta(old.id)
-        assert got == old and got is not None and got.owner is None
-        assert [m.id for m in await store.list()] == [old.id]
-        assert await store.audio(old.id) == pcm()
-    finally:
-        await r.aclose()
+    old = meta(1)
+    raw = msgspec.json.decode(msgspec.json.encode(old))
+    del raw["owner"]
+    await r.set(f"{prefix}{{voices}}:audio:{old.id}", pcm())
+    await r.hset(f"{prefix}{{voices}}", old.id, msgspec.json.encode(raw))
+    got = await store.meta(old.id)
+    assert got == old and got is not None and got.owner is None
+    assert [m.id for m in await store.list()] == [old.id]
+    assert await store.audio(old.id) == pcm()
 
 
 def test_cache_keeps_the_meta_it_was_put_with() -> None:
