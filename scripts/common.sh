@@ -15,8 +15,10 @@ apt_need() {
   done
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing system packages: ${missing[*]}" >&2
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    # wait for another apt (a second install running at the same time) instead of failing
+    as_root apt-get -o DPkg::Lock::Timeout=300 update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
+      install -y -qq --no-install-recommends \
       "${missing[@]}" >/dev/null
   fi
 }

