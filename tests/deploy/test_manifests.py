@@ -499,10 +499,15 @@ def test_the_hpa_metric_is_a_voxwire_gauge_the_adapter_rule_serves(
 
 _READ_ONLY_ROOT = """
 # In a private mount namespace: the manifest's emptyDirs as fresh tmpfs mounts, then the
-# root filesystem read-only, as readOnlyRootFilesystem makes it.
+# root filesystem read-only, as readOnlyRootFilesystem makes it. The checkout (and its
+# venv) may lie under one of those paths (a clone in /tmp): it is put back on top.
+repo={repo}
+keep={keep}
+mount --bind "$repo" "$keep"
 for path in {paths}; do
   if [ -d "$path" ]; then
     mount -t tmpfs -o mode=1777 tmpfs "$path"
+    case "$repo/" in "$path"/*) mkdir -p "$repo" && mount --bind "$keep" "$repo" ;; esac
   else
     # No such folder here: hide its nearest parent under a tmpfs to make it, read-only.
     parent=$(dirname "$path")
@@ -538,7 +543,13 @@ def pod(docs: list[Doc], **overrides: str) -> Iterator[tuple[Subprocess, str, st
     port = free_port()
     env.update(VOXWIRE_HOST="127.0.0.1", VOXWIRE_PORT=str(port))  # loopback only here
     env.update(overrides)
-    script = _READ_ONLY_ROOT.format(paths=" ".join(shlex.quote(p) for p in paths))
+    # where the script keeps a handle on the checkout (outside every path it hides)
+    keep = tempfile.mkdtemp(prefix="voxwire-repo.", dir="/dev/shm")
+    script = _READ_ONLY_ROOT.format(
+        paths=" ".join(shlex.quote(p) for p in paths),
+        repo=shlex.quote(str(ROOT)),
+        keep=shlex.quote(keep),
+    )
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh"]
     srv = Subprocess(
         [*cmd, sys.executable, "-m", "server", "serve"], env, prefix="voxwire-k8s-", cwd=ROOT
@@ -550,6 +561,7 @@ def pod(docs: list[Doc], **overrides: str) -> Iterator[tuple[Subprocess, str, st
     finally:
         srv.stop()
         redis.stop()
+        os.rmdir(keep)  # its bind mount went with the server's mount namespace
 
 
 def wrote_outside_its_volumes(logs: str) -> list[str]:
