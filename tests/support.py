@@ -5,6 +5,7 @@ recognizer (pocketsphinx, which ships its English model)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -127,6 +128,18 @@ async def recv_until(
 
 async def send(ws: ClientConnection, **msg: Any) -> None:
     await ws.send(json.dumps(msg))
+
+
+async def new_session(url: str, timeout: float = 10.0) -> Received:
+    """A new session's first answer: ``ready`` (then closed), or a refusal and its close
+    (the server may refuse before it reads the ``start``)."""
+    ws = await connect(url)
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await send(ws, type="start")
+    rec = await recv_until(ws, Received(), stop="ready", timeout=timeout)
+    if rec.close_code is None:
+        await ws.close()
+    return rec
 
 
 async def ws_refused(url: str, **kw: Any) -> tuple[int, dict[str, Any]]:

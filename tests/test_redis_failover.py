@@ -12,13 +12,11 @@ replica has taken over, and then start, and resume, as before.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import websockets
 
 from server.state.connect import redis_client
 from server.state.voices import RedisVoiceStore, VoiceCache, VoiceEvent
@@ -30,6 +28,7 @@ from tests.support import (
     ServerProcess,
     connect,
     decode_opus,
+    new_session,
     recv_until,
     send,
     transcribe,
@@ -74,23 +73,12 @@ def cluster_nodes(cluster: ClusterProcess) -> Iterator[tuple[ServerProcess, Serv
         b.stop()
 
 
-async def _new_session(url: str) -> Received:
-    """A new session's first answer: ``ready``, or the refusal and its close."""
-    ws = await connect(url)
-    with contextlib.suppress(websockets.ConnectionClosed):  # refused before it reads
-        await send(ws, type="start")
-    rec = await recv_until(ws, Received(), stop="ready", timeout=20)
-    if rec.close_code is None:
-        await ws.close()
-    return rec
-
-
 async def _sessions_start_again(url: str, timeout: float = 60.0) -> list[Received]:
     """New sessions until one is ready: the refusals seen on the way, then the ready one."""
     seen = []
     deadline = time.monotonic() + timeout
     while True:
-        seen.append(await _new_session(url))
+        seen.append(await new_session(url, timeout=20))
         if seen[-1].of("ready"):
             return seen
         assert time.monotonic() < deadline, seen[-1].events

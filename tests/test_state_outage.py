@@ -5,12 +5,10 @@ back."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 
 import httpx
-import websockets
 
 from tests.support import (
     Received,
@@ -18,6 +16,7 @@ from tests.support import (
     ServerProcess,
     connect,
     keys_cli,
+    new_session,
     recv_until,
     send,
 )
@@ -27,16 +26,6 @@ TEXT = (
     "the station. A journey of a thousand miles begins with a single step. Please call "
     "Stella and ask her to bring these things with her from the store."
 )
-
-
-async def _new_session(url: str) -> Received:
-    ws = await connect(url)
-    with contextlib.suppress(websockets.ConnectionClosed):  # refused before it reads
-        await send(ws, type="start")
-    rec = await recv_until(ws, Received(), stop="ready", timeout=10)
-    if rec.close_code is None:
-        await ws.close()
-    return rec
 
 
 async def test_redis_stopped_and_restarted_under_running_sessions() -> None:
@@ -62,7 +51,7 @@ async def test_redis_stopped_and_restarted_under_running_sessions() -> None:
         assert "can no longer be resumed" in notice[0]["message"]
 
         await asyncio.sleep(0.6)  # the store check has seen it
-        refused = await _new_session(srv.ws_url)
+        refused = await new_session(srv.ws_url)
         assert refused.close_code == 1013
         err = refused.of("error")[-1]
         assert err["code"] == "state_unavailable" and "Redis" in err["message"]
@@ -79,7 +68,7 @@ async def test_redis_stopped_and_restarted_under_running_sessions() -> None:
         redis.start()  # same port, empty (no persistence)
         t0 = time.monotonic()
         while True:
-            back = await _new_session(srv.ws_url)
+            back = await new_session(srv.ws_url)
             if back.of("ready"):
                 break
             assert time.monotonic() - t0 < 10, back.events
@@ -134,11 +123,11 @@ async def test_a_hung_redis_stalls_a_session_at_most_the_write_timeout() -> None
         assert " ".join(s["text"] for s in rec.of("segment")).split() == TEXT.split()
         assert [e["code"] for e in rec.of("error")] == ["resume_unavailable"]
         await asyncio.sleep(1.0)
-        refused = await _new_session(srv.ws_url)
+        refused = await new_session(srv.ws_url)
         assert refused.of("error")[-1]["code"] == "state_unavailable"
         redis.proc.send_signal(signal.SIGCONT)
         t1 = time.monotonic()
-        while not (await _new_session(srv.ws_url)).of("ready"):
+        while not (await new_session(srv.ws_url)).of("ready"):
             assert time.monotonic() - t1 < 10
             await asyncio.sleep(0.2)
         await ws.close()
