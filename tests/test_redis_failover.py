@@ -12,6 +12,7 @@ replica has taken over, and then start, and resume, as before.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -228,10 +229,30 @@ async def test_a_session_cut_on_one_node_resumes_on_another_through_a_cluster(
     await resume_tests.test_cut_connection_resumes_on_another_node(cluster_nodes)
 
 
-def _kill_primary_of_session(cluster: ClusterProcess, killed: list[RedisNode]) -> Any:
+def _replicas_caught_up(primary: RedisNode) -> bool:
+    """Whether every replica has all the primary has written (replication offsets)."""
+    info = primary.info("replication")
+    offsets = [
+        dict(kv.split("=", 1) for kv in v.split(","))["offset"]
+        for k, v in info.items()
+        if re.fullmatch(r"slave\d+", k)
+    ]
+    return bool(offsets) and all(o == info["master_repl_offset"] for o in offsets)
+
+
+def _kill_primary_of_session(
+    cluster: ClusterProcess, killed: list[RedisNode], caught_up: bool = False
+) -> Any:
     def kill(session_id: str) -> None:  # the primary holding this session's keys
-        killed.append(cluster.primary_for(f"voxwire:session:{{{session_id}}}"))
-        killed[-1].kill()
+        primary = cluster.primary_for(f"voxwire:session:{{{session_id}}}")
+        # Replication is asynchronous: "nothing is lost" holds only for writes the replica
+        # had when the primary died (a loaded CI run killed it before the record got there).
+        deadline = time.monotonic() + 10
+        while caught_up and not _replicas_caught_up(primary):
+            assert time.monotonic() < deadline, "the replica never caught up"
+            time.sleep(0.01)
+        killed.append(primary)
+        primary.kill()
 
     return kill
 
@@ -261,7 +282,8 @@ async def test_retries_that_outlast_the_failover_pause_the_session_and_keep_it_r
     audio pauses for the failover; nothing is lost, and the session, cut after it,
     resumes on a with every frame once."""
     a, b = cluster_nodes
-    seen = await _primary_killed_mid_session(b, _kill_primary_of_session(cluster, []), (a,))
+    kill = _kill_primary_of_session(cluster, [], caught_up=True)
+    seen = await _primary_killed_mid_session(b, kill, (a,))
     first: Received = seen["rec"]
     assert not first.of("error"), first.of("error")
     gaps = [y - x for x, y in zip(first.frame_times, first.frame_times[1:], strict=False)]
