@@ -95,6 +95,9 @@ class CartesiaCodec:
                 "a request needs a 'transcript' (or 'cancel': true with a 'context_id')",
                 ctx=ctx or None,
             )
+        # every field is read before anything changes: a refused request leaves no trace
+        more = field(msg, "continue", bool, False)
+        flush = field(msg, "flush", bool, False) or field(msg, "max_buffer_delay_ms", int, -1) == 0
         ctx = ctx or uuid.uuid4().hex
         if ctx in self._ended:
             raise i.DialectError(
@@ -108,11 +111,10 @@ class CartesiaCodec:
             self._open.add(ctx)
         if said:
             out.append(i.Say(ctx, said))
-        more = field(msg, "continue", bool, False)
         if not more:
             self._ended.add(ctx)
             return [*out, i.Finish(ctx)]  # which speaks what is buffered anyway
-        if field(msg, "flush", bool, False) or field(msg, "max_buffer_delay_ms", int, -1) == 0:
+        if flush:
             out.append(i.Flush(ctx))
         return out
 
@@ -125,16 +127,17 @@ class CartesiaCodec:
             raise i.DialectError(
                 "invalid_voice", f"voice.mode {mode!r} is not supported; use id", ctx=ctx
             )
-        if field(msg, "add_timestamps", bool, False):
-            self._timestamps.add(ctx)
-        return i.StreamArgs(
+        args = i.StreamArgs(
             voice=field(voice, "id", str),
             model=field(msg, "model_id", str),
             fmt=output_format(field(msg, "output_format", dict, {}), ctx),
             language=field(msg, "language", str),
             speed=_speed(msg, voice),
-            timings=ctx in self._timestamps,
+            timings=field(msg, "add_timestamps", bool, False),
         )
+        if args.timings:
+            self._timestamps.add(ctx)
+        return args
 
     # ------------------------------------------------------------------ server -> client
 
@@ -188,8 +191,8 @@ class CartesiaCodec:
             "error": err.message,
             "title": err.code,
         }
-        if err.ctx is not None and err.close_code is None:
-            self._open.discard(err.ctx)  # Cartesia ends a context at its error
+        # The request the error answers is dropped; an open context goes on (one that
+        # could not open is forgotten by render_final, which the edge calls then).
         return [encode(msg).decode()]
 
     def _msg(self, kind: str, ctx: str, **extra: object) -> str:

@@ -96,6 +96,16 @@ class ElevenLabsCodec:
         return []
 
     def decode(self, text: str) -> list[i.Intent]:
+        try:
+            return self._decode(text)
+        except i.DialectError as err:
+            # ElevenLabs answers a message that does not follow its schema with an
+            # error and closes with 1008; so does voxwire
+            if err.close_code is None:
+                err.close_code = CLOSE_POLICY
+            raise
+
+    def _decode(self, text: str) -> list[i.Intent]:
         msg = json_object(text, CLOSE_POLICY)
         if self._first:
             self._first = False

@@ -116,9 +116,12 @@ class View:
 
     @property
     def phase(self) -> Phase:
-        # The connection counts as started once a context has opened (the idle and
-        # session-length rules apply from then on), even with none open right now.
-        return Phase.STREAMING if self._c.opened else Phase.AWAITING_START
+        # A dialect has no 'start': the connection is under way from its handshake, so
+        # the start rule never applies. A silent connection meets the idle rule instead
+        # (ElevenLabs' inactivity_timeout counts from the connection, as ElevenLabs does;
+        # Pipecat connects before its first reply and keeps the socket alive with
+        # {"text": ""}, which opens no context).
+        return Phase.STREAMING
 
     @property
     def unsent_s(self) -> float:

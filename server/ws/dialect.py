@@ -37,6 +37,7 @@ from server.conversation.types import (
     DRAIN_MESSAGE,
 )
 from server.dialects import intents as i
+from server.speech import resolve_model
 from server.streaming.encoder import flush_encoder
 from server.tasks import cancel_all
 from server.voices.registry import ensure_voice
@@ -180,10 +181,14 @@ class DialectSession:
             await self._fatal(i.DialectError(u.code, u.message, u.ws_close))
             return False
         if kid is None:
-            what = "is not valid" if isinstance(key, str) else "is missing"
+            code, what = (
+                ("invalid_api_key", "is not valid")
+                if isinstance(key, str)
+                else ("missing_api_key", "is missing")
+            )
             await self._fatal(
                 i.DialectError(
-                    "invalid_api_key",
+                    code,
                     f"the API key {what}: send it in the xi-api-key header or as "
                     "xi_api_key in the first message",
                     CLOSE_POLICY,
@@ -500,9 +505,11 @@ def _liveness_settings(settings: Settings, codec: i.Codec) -> Settings:
 
 async def pick_engine(state: AppState, model: str | None, voice: str | None) -> str:
     """The engine of a dialect's stream: the one its model id names (as ``GET
-    /v1/models`` lists them), else the one that has the voice, else the server's."""
-    if model and model in state.workers:
-        return model
+    /v1/models`` lists them: an engine, or OpenAI's ids for the default engine), else
+    the one that has the voice, else the server's."""
+    named = resolve_model(state, model) if model else None
+    if named is not None:
+        return named
     if voice:
         for name, worker in state.workers.items():
             if voice in {v.id for v in worker.engine.voices()}:

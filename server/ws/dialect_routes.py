@@ -18,6 +18,7 @@ from server.dialects import intents as i
 from server.dialects.cartesia import CartesiaCodec
 from server.dialects.deepgram import DeepgramCodec
 from server.dialects.elevenlabs import ElevenLabsCodec
+from server.speech import OPENAI_MODELS
 from server.voices.ids import is_uploaded_id
 from server.ws.dialect import DialectSession
 
@@ -72,7 +73,8 @@ async def deepgram(ws: WebSocket) -> None:
     st = _state(ws)
     voices = _Voices({v.id for w in st.workers.values() for v in w.engine.voices()})
     try:
-        codec = DeepgramCodec(_query(ws), voices, st.workers)
+        # a model may be anything GET /v1/models lists (the session maps it as that does)
+        codec = DeepgramCodec(_query(ws), voices, {*st.workers, *OPENAI_MODELS})
     except i.DialectError as err:
         st.metrics.errors.labels(err.code).inc()
         body = msgspec.json.encode(

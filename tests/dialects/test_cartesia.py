@@ -37,6 +37,27 @@ def test_a_context_opens_takes_text_and_ends() -> None:
     assert c.decode(json.dumps({"context_id": "gone", "cancel": True})) == []
 
 
+def test_a_refused_request_leaves_no_trace_and_an_open_context_goes_on() -> None:
+    """Codec and edge agree on which contexts are open: a refused first request opens
+    nothing (the next one opens the context), and an error on an open context leaves it
+    open (its next request is text, not a second open)."""
+    c = CartesiaCodec()
+    for bad in (
+        req("a", "Hi", add_timestamps=True, flush="yes"),
+        req("a", "Hi", add_timestamps=True).replace('"continue": true', '"continue": "no"'),
+        req("a", "Hi", add_timestamps=True, output_format={"encoding": "mp3"}),
+    ):
+        with pytest.raises(i.DialectError) as e:
+            c.decode(bad)
+        assert e.value.ctx == "a" and e.value.close_code is None
+    [opened, _] = c.decode(req("a", "Hi"))
+    assert isinstance(opened, i.Open) and not opened.args.timings
+    with pytest.raises(i.DialectError) as e:
+        c.decode(req("a", "again", flush=1))
+    c.render_error(e.value)
+    assert c.decode(req("a", "there.", more=False)) == [i.Say("a", "there."), i.Finish("a")]
+
+
 def test_rendering() -> None:
     c = CartesiaCodec()
     c.decode(req("a", "Hi", add_timestamps=True))

@@ -115,6 +115,10 @@ def test_bad_messages_are_errors_that_close() -> None:
     with pytest.raises(i.DialectError) as e:
         c.decode(msg(text=3, context_id="a"))
     assert e.value.code == "invalid_field" and "'text' must be str" in e.value.message
+    assert e.value.close_code == 1008  # ElevenLabs closes on a message off its schema
+    with pytest.raises(i.DialectError) as e:
+        c.decode(msg(text=" ", context_id="b", voice_settings={"speed": "fast"}))
+    assert (e.value.code, e.value.close_code) == ("invalid_field", 1008)
     for q in ("0", "181", "soon"):
         with pytest.raises(i.DialectError):
             codec(inactivity_timeout=q)

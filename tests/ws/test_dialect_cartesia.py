@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -99,7 +100,9 @@ async def test_cancel_stops_a_context_and_others_go_on(server: ServerProcess) ->
     ("encoding", "rate", "raw"),
     [
         ("pcm_s16le", 8000, "s16le"),
+        ("pcm_s16le", 22050, "s16le"),
         ("pcm_s16le", 44100, "s16le"),
+        ("pcm_s16le", 48000, "s16le"),
         ("pcm_f32le", 24000, "f32le"),
         ("pcm_mulaw", 8000, "mulaw"),
         ("pcm_alaw", 8000, "alaw"),
@@ -145,3 +148,65 @@ async def test_bad_requests_get_errors_and_the_connection_goes_on(server: Server
         await collect(ws, got, until=of("error", "ok2"), timeout=20)
     assert "has ended its input" in got.msgs[-1]["error"]
     assert heard(audio(got, "ok"), SENTENCE) >= 0.5
+
+
+async def test_bad_input_gets_the_dialect_error_with_a_healthy_session_beside(
+    server: ServerProcess,
+) -> None:
+    """A refused request gets an ``error`` and the connection goes on (a context still
+    opens and ends on it); a binary message closes with 1003 after its error, an
+    oversize one with 1009. A bad request on an open context drops that request only."""
+    cases: list[tuple[str | bytes, str, int | None]] = [
+        ("{not json", "invalid_json", None),
+        ("[1, 2]", "invalid_message", None),
+        ('{"context_id": "x", "type": "shout"}', "invalid_request", None),  # no such message
+        ('{"cancel": true}', "missing_context_id", None),
+        ('{"context_id": 5, "transcript": "Hi."}', "invalid_field", None),
+        (b"\x00\x01", "binary_not_allowed", 1003),
+    ]
+    head, tail = SENTENCE.split(" has ")
+    async with await connect(url(server)) as healthy:
+        await send(healthy, **request("ok", head + " has "))
+        for message, title, close in cases:
+            async with await connect(url(server)) as ws:
+                await ws.send(message)
+                got = await collect(ws, Got(), until=of("error"), timeout=20)
+                if close is None:  # still usable: an empty context opens and ends
+                    await send(ws, **request("probe", "", more=False))
+                    await collect(ws, got, until=of("done", "probe"), timeout=20)
+                else:
+                    got = await collect(ws, got, timeout=20)
+            errs = [m for m in got.msgs if m["type"] == "error"]
+            assert [m["title"] for m in errs] == [title], (message, got.msgs)
+            assert errs[0]["error"] and errs[0]["done"] is True
+            assert errs[0]["status_code"] == (400 if close is None else 500), errs
+            assert got.close_code == close, (message, got.close_code)
+        async with await connect(url(server)) as ws:
+            await ws.send(json.dumps(request("big", "a" * 70_000)))
+            got = await collect(ws, Got(), timeout=20)
+        assert got.close_code == 1009 and "65536" in got.close_reason and not got.msgs
+        # a bad request on the open context: an error for it, and the context goes on
+        await send(healthy, **request("ok", "Not this. ", flush="yes"))
+        ok = await collect(healthy, Got(), until=of("error", "ok"), timeout=20)
+        assert ok.msgs[-1]["title"] == "invalid_field", ok.msgs[-1]
+        await send(healthy, **request("ok", tail, more=False))
+        await collect(healthy, ok, until=of("done", "ok"))
+    assert heard(audio(ok, "ok"), SENTENCE) >= 0.5
+
+
+async def test_a_seventeenth_context_is_refused_and_the_connection_goes_on(
+    server: ServerProcess,
+) -> None:
+    async with await connect(url(server)) as ws:
+        for n in range(16):
+            await send(ws, **request(f"c{n}", ""))
+        await send(ws, **request("c16", SECOND, more=False))
+        got = await collect(ws, Got(), until=of("error"), timeout=20)
+        err = got.msgs[-1]
+        assert err["title"] == "max_active_conversations" and err["context_id"] == "c16"
+        assert "at most 16 contexts" in err["error"] and err["status_code"] == 400
+        await send(ws, **request("c0", "", more=False))  # one ends: room for another
+        await collect(ws, got, until=of("done", "c0"), timeout=20)
+        await send(ws, **request("c16", SECOND, more=False))
+        await collect(ws, got, until=of("done", "c16"))
+    assert heard(audio(got, "c16"), SECOND) >= 0.5

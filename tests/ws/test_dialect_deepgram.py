@@ -73,8 +73,10 @@ async def test_speak_flush_clear_close(server: ServerProcess) -> None:
     [
         ("linear16", "8000", "s16le"),
         ("linear16", "24000", "s16le"),
+        ("linear16", "32000", "s16le"),
         ("linear16", "48000", "s16le"),
         ("mulaw", "8000", "mulaw"),
+        ("mulaw", "16000", "mulaw"),
         ("alaw", "8000", "alaw"),
         ("alaw", "16000", "alaw"),
     ],
@@ -115,6 +117,46 @@ async def test_unknown_messages_warn_and_the_session_goes_on(server: ServerProce
         err = await collect(ws, got, timeout=10)  # invalid JSON is fatal: Error, then 1008
     errors = [m for m in err.msgs if m["type"] == "Error"]
     assert errors and errors[0]["err_code"] == "invalid_json" and err.close_code == 1008
+
+
+async def test_bad_input_gets_the_dialect_error_with_a_healthy_session_beside(
+    server: ServerProcess,
+) -> None:
+    """A fatal error is an ``Error`` and the close; a message the session skips is a
+    ``Warning`` and the connection goes on (its Close then ends it normally)."""
+    cases: list[tuple[str | bytes, str, str, int | None]] = [
+        ("{not json", "Error", "invalid_json", 1008),
+        ("[1, 2]", "Error", "invalid_message", 1008),
+        (b"\x00\x01", "Error", "binary_not_allowed", 1003),
+        ('{"type": "Shout"}', "Warning", "UNKNOWN_MESSAGE_TYPE", None),
+        ('{"type": 5}', "Warning", "invalid_field", None),
+        ('{"type": "Speak"}', "Warning", "MISSING_TEXT", None),
+    ]
+    async with await connect(url(server)) as healthy:
+        await send(healthy, type="Speak", text=SENTENCE)
+        for message, kind, code, close in cases:
+            async with await connect(url(server)) as ws:
+                await ws.send(message)
+                got = await collect(ws, Got(), until=of(kind), timeout=20)
+                if close is None:
+                    await send(ws, type="Close")
+                got = await collect(ws, got, timeout=20)
+            errs = [m for m in got.msgs if m["type"] in ("Warning", "Error")]
+            key = "warn_code" if kind == "Warning" else "err_code"
+            assert [(m["type"], m[key]) for m in errs] == [(kind, code)], (message, got.msgs)
+            assert errs[0]["description"], errs
+            assert got.close_code == (close or 1000), (message, got.close_code)
+        # an oversize message: the WebSocket layer closes with 1009, naming the limit
+        async with await connect(url(server)) as ws:
+            await collect(ws, Got(), until=of("Metadata"), timeout=10)
+            await send(ws, type="Speak", text="a" * 70_000)
+            got = await collect(ws, Got(), timeout=20)
+        assert got.close_code == 1009 and "65536" in got.close_reason and not got.msgs
+        await send(healthy, type="Flush")
+        ok = await collect(healthy, Got(), until=of("Flushed"))
+        await send(healthy, type="Close")
+        await collect(healthy, Got())
+    assert heard(ok, SENTENCE) >= 0.5
 
 
 async def test_a_model_that_is_no_voice_or_engine_is_refused_naming_it(

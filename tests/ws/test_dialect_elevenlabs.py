@@ -20,6 +20,7 @@ LONG = " ".join(
     ]
     * 4
 )
+BIG = (LONG + " ") * 20  # ~15,000 characters: two of them are over max_buffered_chars
 
 
 def url(server: ServerProcess, path: str = "multi-stream-input", **query: str) -> str:
@@ -38,7 +39,13 @@ def heard(pcm: bytes, text: str, rate: int = 16000) -> float:
 
 async def test_single_context_speaks_then_final_and_closes(server: ServerProcess) -> None:
     async with await connect(url(server, "stream-input")) as ws:
-        await send(ws, text=" ", voice_settings={"stability": 0.5, "similarity_boost": 0.8})
+        await send(
+            ws,
+            text=" ",
+            voice_settings={"stability": 0.5, "similarity_boost": 0.8},
+            # documented as ignored: accepted, and the speech still comes
+            generation_config={"chunk_length_schedule": [120, 160, 250, 290]},
+        )
         for word in SENTENCE.split(" "):  # an LLM's tokens
             await send(ws, text=word + " ", try_trigger_generation=True)
         await send(ws, text="")  # end of input
@@ -111,15 +118,21 @@ async def test_two_contexts_at_once_keep_their_audio_apart(server: ServerProcess
 
 
 async def test_a_sixth_context_is_refused_with_1008(server: ServerProcess) -> None:
-    async with await connect(url(server)) as ws:
-        for n in range(5):
-            await send(ws, text=" ", context_id=f"c{n}")
-        await send(ws, text=" ", context_id="c5")
-        got = await collect(ws, Got(), timeout=20)
+    async with await connect(url(server)) as healthy:
+        await send(healthy, text=" ", context_id="h")
+        await send(healthy, text=SENTENCE, context_id="h", flush=True)
+        async with await connect(url(server)) as ws:
+            for n in range(5):
+                await send(ws, text=" ", context_id=f"c{n}")
+            await send(ws, text=" ", context_id="c5")
+            got = await collect(ws, Got(), timeout=20)
+        await send(healthy, close_context=True, context_id="h")
+        ok = await collect(healthy, Got(), until=final("h"))
     err = [m for m in got.msgs if "error" in m]
     assert err and err[0]["error"] == "max_active_conversations" and err[0]["code"] == 1008
     assert "at most 5 contexts" in err[0]["message"]
     assert got.close_code == 1008
+    assert heard(ok.audio(ctx="h"), SENTENCE) >= 0.5
 
 
 @pytest.mark.parametrize(
@@ -186,6 +199,7 @@ async def test_bad_input_gets_the_dialect_error_with_a_healthy_session_beside(
             ("stream-input", {}, "{not json", "invalid_json", 1008),
             ("stream-input", {}, "[1, 2]", "invalid_message", 1008),
             ("stream-input", {}, '{"text": 5}', "invalid_field", 1008),
+            ("multi-stream-input", {}, '{"text": " ", "voice_settings": 1}', "invalid_field", 1008),
             ("stream-input", {}, b"\x00\x01", "binary_not_allowed", 1003),
             ("stream-input", {"inactivity_timeout": "500"}, "", "invalid_inactivity_timeout", 1008),
         ]
@@ -194,26 +208,36 @@ async def test_bad_input_gets_the_dialect_error_with_a_healthy_session_beside(
                 if message:
                     await ws.send(message)
                 got = await collect(ws, Got(), timeout=20)
+            # the error itself closes (not a liveness rule later): one error, its code
             errs = [m for m in got.msgs if "error" in m]
-            assert errs and errs[0]["error"] == code, (message, got.msgs)
-            assert errs[0]["message"] and got.close_code == close, (message, got.close_code)
-        # an oversize message: 1009 from the WebSocket layer or the session
+            assert [m["error"] for m in errs] == [code], (message, got.msgs)
+            assert errs[0]["message"] and errs[0]["code"] == close, (message, errs)
+            assert got.close_code == close, (message, got.close_code)
+        # an oversize message: the WebSocket layer closes with 1009, naming the limit
         async with await connect(url(server, "stream-input")) as ws:
             await ws.send('{"text": "' + "a" * 100_000 + '"}')
             got = await collect(ws, Got(), timeout=20)
-        assert got.close_code == 1009
+        assert got.close_code == 1009 and "65536" in got.close_reason
+        assert not got.msgs
         await send(healthy, text="")
         ok = await collect(healthy, Got())
     assert ok.close_code == 1000 and heard(ok.audio(), SENTENCE) >= 0.5
 
 
-async def test_inactivity_timeout_closes_an_idle_connection(server: ServerProcess) -> None:
+@pytest.mark.parametrize("first", [{"text": " "}, None], ids=["after-a-context", "silent"])
+async def test_inactivity_timeout_closes_an_idle_connection(
+    server: ServerProcess, first: dict[str, str] | None
+) -> None:
+    """ElevenLabs' rule, counted from the connection: one that never speaks gets the
+    same close (there is no 'start' to wait for)."""
     async with await connect(url(server, "stream-input", inactivity_timeout="1")) as ws:
-        await send(ws, text=" ")
         t0 = time.monotonic()
+        if first is not None:
+            await send(ws, **first)
         got = await collect(ws, Got(), timeout=10)
     assert got.close_code == 1008 and 0.9 < time.monotonic() - t0 < 5
-    assert [m["error"] for m in got.msgs if "error" in m] == ["idle_timeout"]
+    errs = [m for m in got.msgs if "error" in m]
+    assert [m["error"] for m in errs] == ["idle_timeout"] and "1 s" in errs[0]["message"]
 
 
 async def test_unknown_voice_is_named_in_the_error(server: ServerProcess) -> None:
@@ -224,3 +248,50 @@ async def test_unknown_voice_is_named_in_the_error(server: ServerProcess) -> Non
     [err] = [m for m in got.msgs if "error" in m]
     assert err["error"] == "unknown_voice" and "no-such-voice" in err["message"]
     assert got.close_code == 1008
+
+
+def _error(m: dict[str, object]) -> bool:
+    return "error" in m
+
+
+@pytest.mark.parametrize(
+    ("query", "messages", "code", "close"),
+    [
+        # over max_buffered_chars: that text is dropped, the rest is still spoken
+        ({}, [{"text": " "}, {"text": BIG}, {"text": BIG}], "text_buffer_full", None),
+        # text after the end of input: dropped, the context is spoken to its end
+        (
+            {},
+            [{"text": " "}, {"text": SENTENCE}, {"text": ""}, {"text": "No."}],
+            "session_ending",
+            1000,
+        ),
+        ({"language_code": "xx"}, [{"text": " "}], "unsupported_language", 1008),
+    ],
+    ids=["text_buffer_full", "session_ending", "unsupported_language"],
+)
+async def test_documented_errors(
+    server: ServerProcess,
+    query: dict[str, str],
+    messages: list[dict[str, str]],
+    code: str,
+    close: int | None,
+) -> None:
+    async with await connect(url(server, "stream-input", **query)) as ws:
+        for m in messages:
+            await send(ws, **m)
+        got = await collect(ws, Got(), until=_error, timeout=20)
+        err = got.msgs[-1]
+        assert err.get("error") == code and err["message"], got.msgs[-3:]
+        if close != 1008:
+            assert "code" not in err, err  # the connection goes on
+        if close is None:  # its audio keeps coming
+            n = len(got.msgs)
+            await collect(ws, got, until=lambda m: bool(m.get("audio")), timeout=30)
+            assert len(got.msgs) > n
+        else:
+            got = await collect(ws, got, timeout=60)
+    if close is not None:
+        assert got.close_code == close
+    if code == "session_ending":
+        assert got.msgs[-1] == {"isFinal": True} and heard(got.audio(), SENTENCE) >= 0.5
