@@ -8,10 +8,21 @@ open; uvicorn then drops the TCP connection without sending a close frame, so
 the client sees 1006 instead of the code that says what it did wrong. Here that
 close frame is sent first.
 
-It also caps the kernel's send buffer per connection. Linux grows a socket's
+It also offers the application a way to send several binary messages in one write
+(``SEND_FRAMES``), and caps the kernel's send buffer per connection. Linux grows a socket's
 send buffer up to ``net.ipv4.tcp_wmem`` (4 MiB by default): for a client that
 stops reading, that is minutes of audio held by the kernel, out of reach of the
 session's own bound on unsent audio.
+
+Why frames are framed here and not by wsproto: a session's audio leaves in bursts of
+20 ms frames (five per 100 ms slice), and each ASGI ``websocket.send`` costs Starlette's
+and uvicorn's per-message Python, wsproto's frame builder and one ``send()`` system
+call: about half of the event loop's time at capacity (BENCHMARKS.md, "Where the CPU
+goes"). wsproto has no call for several messages at once. An unmasked, unfragmented
+server data frame is a 2-10 byte header before the payload (RFC 6455 §5.2), so a burst
+is one header per frame and one ``transport.write``. It is used only where wsproto
+would write the same bytes: no extension negotiated (per-message deflate is off) and
+the connection open.
 """
 
 from __future__ import annotations
@@ -21,7 +32,9 @@ import fcntl
 import socket
 import struct
 import termios
+from collections.abc import Sequence
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Request
@@ -29,6 +42,28 @@ from wsproto.events import CloseConnection, Request
 # The scope extension through which a session sees how much it has sent that the
 # client's TCP has not taken yet (asyncio's buffer plus the kernel's send queue).
 UNSENT_BYTES = "voxwire.unsent_bytes"
+# The scope extension that sends several binary messages in one write (or None when
+# the connection negotiated an extension that changes framing).
+SEND_FRAMES = "voxwire.send_frames"
+
+_BINARY_FIN = 0x82  # FIN + opcode 2 (binary), RFC 6455 §5.2
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
+
+
+def binary_frames(payloads: Sequence[bytes]) -> bytes:
+    """The wire bytes of unmasked, unfragmented binary messages (a server's frames)."""
+    parts: list[bytes] = []
+    for data in payloads:
+        n = len(data)
+        if n < 126:
+            parts.append(bytes((_BINARY_FIN, n)))
+        elif n < 65536:
+            parts.append(_LEN16.pack(_BINARY_FIN, 126, n))
+        else:
+            parts.append(_LEN64.pack(_BINARY_FIN, 127, n))
+        parts.append(data)
+    return b"".join(parts)
 
 
 class VoxwireWSProtocol(WSProtocol):
@@ -46,6 +81,22 @@ class VoxwireWSProtocol(WSProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         self.scope["extensions"][UNSENT_BYTES] = self.unsent_bytes  # type: ignore[assignment]
+        if not self.config.ws_per_message_deflate:
+            self.scope["extensions"][SEND_FRAMES] = self.send_frames  # type: ignore[assignment]
+
+    async def send_frames(self, payloads: Sequence[bytes]) -> None:
+        """Send binary messages in one write, waiting like ``send`` while the transport
+        is paused (flow control); ClientDisconnected once the connection is not open."""
+        await self.writable.wait()
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or self.conn.state != ConnectionState.OPEN
+        ):
+            raise ClientDisconnected()
+        if not self.transport.is_closing():
+            self.transport.write(binary_frames(payloads))
 
     def unsent_bytes(self) -> int:
         """Bytes written and not yet acknowledged by the peer's TCP: a client that stops

@@ -96,6 +96,14 @@ class Sending:
     def frame_next(self) -> bool:
         return self.outbox.frame_next()
 
+    def pop_frames(self, first: bytes, most: int) -> list[bytes]:
+        """``first`` (a frame just popped) and the frames queued right behind it, up to
+        ``most`` in all: a burst the adapter sends in one write. Unpaced streams only
+        (a paced stream's frames leave one at a time, when the pacer says)."""
+        more = self.outbox.pop_frames(most - 1)
+        self.frames_sent += len(more)
+        return [first, *more]
+
     def pace(self) -> float:
         """Seconds the sender waits before the next frame (``output.pacing``), else 0."""
         if self.pacer is None or not self.outbox.frame_next():
@@ -106,15 +114,16 @@ class Sending:
         """Whether the next frame starts a talkspurt (paced streams: the pacer's model)."""
         return self.pacer is not None and self.pacer.starts_spurt(self.clock())
 
-    def sent(self, nbytes: int) -> None:
-        """A frame of ``nbytes`` left: count it, time the first audio, let the engine on."""
-        frame_s = self.outbox.frame_s
+    def sent(self, nbytes: int, frames: int = 1) -> None:
+        """``frames`` frames of ``nbytes`` in all left (popped in order, one write):
+        count them, time the first audio, let the engine on."""
+        audio_s = self.outbox.frame_s * frames
         if self.pacer is not None:
             self.pacer.sent(self.clock())
         self.bytes_sent += nbytes
-        self.audio_s_sent += frame_s
-        self.metrics.frames_sent.inc()
-        self.metrics.audio_seconds.inc(frame_s)
+        self.audio_s_sent += audio_s
+        self.metrics.frames_sent.inc(frames)
+        self.metrics.audio_seconds.inc(audio_s)
         if self._ttfa_t0 is not None:
             dt = self.clock() - self._ttfa_t0
             self.ttfa.append(dt)

@@ -44,6 +44,15 @@ class Outbox:
             return True, item
         return False, item.value
 
+    def pop_frames(self, most: int) -> list[bytes]:
+        """Up to ``most`` frames from the front, in order (none when a message is next)."""
+        items = self._items
+        out: list[bytes] = []
+        while len(out) < most and items and isinstance(items[0], bytes):
+            out.append(items.popleft())  # type: ignore[arg-type]
+        self.frames_queued -= len(out)
+        return out
+
     def drop_audio(self) -> int:
         """Barge-in: drop queued frames and droppable messages; returns frames dropped."""
         dropped = self.frames_queued

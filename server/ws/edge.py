@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from server import admission
 from server.auth import key_still_valid
 from server.conversation.types import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED
-from server.ws_protocol import UNSENT_BYTES
+from server.ws_protocol import SEND_FRAMES, UNSENT_BYTES
 
 if TYPE_CHECKING:
     from server.appstate import AppState
@@ -94,6 +94,13 @@ def unsent_probe(ws: WebSocket) -> Callable[[], int]:
     """Bytes sent that the client's TCP has not taken (server/ws_protocol.py), or 0."""
     probe = ws.scope.get("extensions", {}).get(UNSENT_BYTES)
     return probe if callable(probe) else (lambda: 0)
+
+
+def frames_sender(ws: WebSocket) -> Callable[[Sequence[bytes]], Awaitable[None]] | None:
+    """The server's call that sends several binary messages in one write
+    (server/ws_protocol.py), or None: send them one by one."""
+    send = ws.scope.get("extensions", {}).get(SEND_FRAMES)
+    return send if callable(send) else None
 
 
 def unsent_audio_s(unsent_bytes: int, bytes_sent: int, audio_s: float) -> float:

@@ -31,3 +31,17 @@ def test_barge_in_drops_audio_and_announcements_but_keeps_other_messages() -> No
     assert box.pop() == (False, "error")
     with pytest.raises(IndexError):
         box.pop()
+
+
+def test_a_burst_of_frames_stops_at_the_next_message_and_at_its_bound() -> None:
+    box = Outbox(0.02)
+    for i in range(5):
+        box.put_frame(bytes([i]))
+    box.put_message("flushed")
+    box.put_frame(b"z")
+    assert box.pop_frames(3) == [b"\x00", b"\x01", b"\x02"]
+    assert box.frames_queued == 3
+    assert box.pop_frames(16) == [b"\x03", b"\x04"]  # not past the message
+    assert box.pop_frames(16) == []
+    assert box.pop() == (False, "flushed")
+    assert box.pop_frames(16) == [b"z"] and box.frames_queued == 0 and not box
