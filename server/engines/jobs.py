@@ -184,6 +184,17 @@ class Job:
     # pause at its next slice; where it stopped is kept in paused (for that worker only).
     yield_requested: bool = False
     paused: Paused | None = None
+    # Read-ahead: the engine's pieces for this chunk, started while the session's
+    # previous chunk was being encoded (EngineWorker._read_ahead); closed if dropped.
+    ahead: Iterator[Audio | Timed] | None = None
+
+
+def drop_ahead(job: Job) -> None:
+    """A queued job leaves without running: its read-ahead is cancelled."""
+    ahead, job.ahead = job.ahead, None
+    close = getattr(ahead, "close", None)
+    if close is not None:
+        close()
 
 
 def accepted_chars(job: Job) -> int:
@@ -241,6 +252,16 @@ class FairQueue:
         q.appendleft(job)
         self._queues.move_to_end(sid, last=not next_in_round)
         self._set_depth(self._depth + 1)
+
+    def head(self, session_id: str) -> Job | None:
+        """The session's next job, left in the queue."""
+        q = self._queues.get(session_id)
+        return q[0] if q else None
+
+    def only(self, session_id: str) -> bool:
+        """Whether every queued job is this session's."""
+        q = self._queues.get(session_id)
+        return q is not None and len(q) == self._depth
 
     def first_waiting(self, busy: Container[str]) -> str | None:
         """A session that could run now and whose next job is a first chunk, if any."""

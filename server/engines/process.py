@@ -37,7 +37,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -75,14 +75,14 @@ class ProcessOptions:
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
         return cls(
-            size=s.engine_threads + s.engine_spare_processes,
+            size=s.engines() + s.engine_spare_processes,
             deadline_s=s.engine_deadline_s,
             deadline_per_char_s=s.engine_deadline_per_char_s,
             start_timeout_s=s.engine_start_timeout_s,
             max_rss_bytes=s.engine_max_rss_mb << 20,
             backoff_max_s=s.engine_restart_backoff_max_s,
             quarantine_s=s.engine_quarantine_s,
-            piper=PiperOptions.from_settings(s),
+            piper=PiperOptions.from_settings(s, s.engine_cpu_threads()),
         )
 
 
@@ -121,6 +121,33 @@ class _Proc(Child):
             return True
         except (OSError, ValueError):
             return False
+
+
+class Started:
+    """A request already sent to a process, read later: its pieces, and ``close``
+    that cancels it even before the first is read (closing a generator that never
+    started runs none of its code, so its own cancel would not be sent)."""
+
+    __slots__ = ("_p", "_pieces", "_read", "_req")
+
+    def __init__(self, p: _Proc, req: _Request, pieces: Generator[Any, None, None]) -> None:
+        self._p = p
+        self._req = req
+        self._pieces = pieces
+        self._read = False
+
+    def __iter__(self) -> Started:
+        return self
+
+    def __next__(self) -> Audio | Timed:
+        self._read = True
+        item: Audio | Timed = next(self._pieces)
+        return item
+
+    def close(self) -> None:
+        if not self._read and not self._req.over:
+            self._p.send(ipc.Cancel(self._req.id))
+        self._pieces.close()
 
 
 class ProcessEngine:
@@ -201,6 +228,35 @@ class ProcessEngine:
         p, req = self._start(text, voice, speed, True, options)
         return self._pieces(p, req)
 
+    def try_synthesize(
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        timed: bool,
+        options: EngineOptions | None = None,
+    ) -> Started | None:
+        """A chunk started now on an idle process, to be read later (the worker's
+        read-ahead), or None when no process is idle: it never waits for one. Its
+        pieces come as ``synthesize`` (``timed``: ``synthesize_timed``) gives them;
+        closing it cancels the request, read or not."""
+        key = _key(voice, text)
+        o = self.options
+        deadline_s = o.deadline_s + o.deadline_per_char_s * len(text) / max(speed, 0.01)
+        now = time.monotonic()
+        with self._cond:
+            if self._closed or not self._idle:
+                return None
+            until = self._quarantine.get(key)
+            if until is not None and until > now:
+                return None  # read normally, it gets its clear error then
+            self._next_id += 1
+            req = _Request(self._next_id, text, voice, deadline_s, key)
+            p = self._idle.popleft()
+            p.current = req
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
+        return Started(p, req, self._pieces(p, req) if timed else self._audio(p, req))
+
     def _start(
         self, text: str, voice: str, speed: float, timed: bool, options: EngineOptions | None
     ) -> tuple[_Proc, _Request]:
@@ -216,7 +272,7 @@ class ProcessEngine:
         p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
         return p, req
 
-    def _audio(self, p: _Proc, req: _Request) -> Iterator[Audio]:
+    def _audio(self, p: _Proc, req: _Request) -> Generator[Audio, None, None]:
         pieces = self._pieces(p, req)
         try:
             for item in pieces:

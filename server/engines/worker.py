@@ -15,7 +15,12 @@ and encoding never run on the event loop. Scheduling rules:
   its next slice (~1 ms of encoding): a later chunk, or a first chunk whose first
   ``_URGENT_S`` of audio is out. The paused job goes back to the front of its
   session's queue and resumes where it stopped, so first audio does not wait for
-  someone else's long sentence to be encoded.
+  someone else's long sentence to be encoded;
+- read-ahead: once a chunk has all its engine audio, the session's next chunk is
+  started on an idle engine process while this one is encoded, so a long answer's
+  encoding overlaps its synthesis instead of adding to it. Only when no other
+  session has work queued (theirs comes first) and the engine can start work
+  without waiting (``try_synthesize``: the process engines).
 
 A plain ``asyncio.Queue`` is FIFO across sessions, so one chatty session would
 delay everyone's first audio; hence this small scheduler.
@@ -48,6 +53,7 @@ from server.engines.jobs import (
     UtteranceDone,
     WordTime,
     accepted_chars,
+    drop_ahead,
 )
 from server.engines.meter import NullMeter, QueueClock, WorkerMeter
 from server.engines.timing import remap
@@ -159,11 +165,38 @@ class EngineWorker:
 
     def cancel(self, session_id: str) -> int:
         """Drop a session's queued jobs; returns how many were removed."""
-        return len(self._queue.take(session_id))
+        jobs = self._queue.take(session_id)
+        for job in jobs:
+            drop_ahead(job)
+        return len(jobs)
 
     def take(self, session_id: str) -> list[Job]:
         """Remove and return a session's queued jobs (to run them elsewhere)."""
-        return self._queue.take(session_id)
+        jobs = self._queue.take(session_id)
+        for job in jobs:
+            drop_ahead(job)  # started on this worker's engine
+        return jobs
+
+    def _read_ahead(self, session_id: str) -> None:
+        """The session's running chunk has all its engine audio: start its next chunk
+        on an idle engine process, if nothing else waits (the module's docstring)."""
+        start = getattr(self.engine, "try_synthesize", None)
+        job = self._queue.head(session_id)
+        if (
+            start is None
+            or job is None
+            or job.kind != "chunk"
+            or job.ahead is not None
+            or job.audio is not None
+            or job.generation != job.stream.generation
+            or not job.stream.can_take_work()  # a client that does not read: no more
+            or not self._queue.only(session_id)
+        ):
+            return
+        spoken = self._spoken(job)[2]
+        if spoken:
+            timed = job.timings and hasattr(self.engine, "synthesize_timed")
+            job.ahead = start(spoken, job.voice, job.speed, timed, job.options)
 
     def wake(self) -> None:
         """A session may take work again (its unsent audio drained)."""
@@ -178,6 +211,7 @@ class EngineWorker:
                 await self._wake.wait()
                 continue
             if job.generation != job.stream.generation:
+                drop_ahead(job)
                 continue  # cancelled while queued
             self._started(job)
             self._busy.add(job.stream.session_id)
@@ -254,16 +288,15 @@ class EngineWorker:
         with what the engine reads wrongly written out (``verbalize``: server/text/), and
         no longer than that text can take; what runs past the bound is cut. With
         ``job.timings``, pieces may come ``Timed``, their words as spans of ``job.text``."""
-        safe = speakable(job.text)
-        said = self.verbalize(safe, job.language) if self.verbalize is not None else None
-        spoken = said.text if said is not None else safe
+        safe, said, spoken = self._spoken(job)
+        ahead, job.ahead = job.ahead, None
         if not spoken:
             return
         rate = self.engine.sample_rate
         # The bound is the client's text's (digits already weigh as numbers read out), so
         # writing them out as words never loosens it.
         budget = int(audio_budget_s(safe, job.speed) * rate)
-        pieces = self._engine_pieces(job, spoken)
+        pieces = ahead if ahead is not None else self._engine_pieces(job, spoken)
 
         def back(words: list[WordSpan]) -> list[WordSpan]:
             """Spans of what the engine said as spans of the client's text."""
@@ -291,6 +324,13 @@ class EngineWorker:
             close = getattr(pieces, "close", None)  # a generator, or a plain iterator
             if close is not None:
                 close()  # the engine stops (a process engine gets Cancel)
+
+    def _spoken(self, job: Job) -> tuple[str, Verbalized | None, str]:
+        """A chunk's text made safe to speak, what ``verbalize`` wrote out of it, and
+        what the engine is given."""
+        safe = speakable(job.text)
+        said = self.verbalize(safe, job.language) if self.verbalize is not None else None
+        return safe, said, said.text if said is not None else safe
 
     def _engine_pieces(self, job: Job, spoken: str) -> Iterator[Audio | Timed]:
         # Options go only to an engine that takes them (stream set-up refused them else).
@@ -351,6 +391,10 @@ class _Run:
     def live(self) -> bool:
         return self.job.stream.generation == self.job.generation
 
+    def _engine_done(self) -> None:
+        """The engine has given all of this chunk: the loop may read ahead."""
+        self.loop.call_soon_threadsafe(self.worker._read_ahead, self.job.stream.session_id)
+
     def chunk(self) -> bool:
         job = self.job
         r = job.paused
@@ -404,6 +448,7 @@ class _Run:
                 return None
             whole.append(self._unpack(part, n, offset_s, head))
             n += len(whole[-1])
+        self._engine_done()
         audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
         head.append(ChunkPcm(job.index, accepted_chars(job), to_pcm16(audio)))
         return Paused(self.worker, iter([audio]), head, offset_s=offset_s)
@@ -427,6 +472,8 @@ class _Run:
             if r.piece is None:
                 item = next(r.pieces, None)
                 if item is None:
+                    if job.audio is None:
+                        self._engine_done()
                     return True
                 if not self.live():
                     return False

@@ -194,3 +194,27 @@ def test_an_engine_exception_costs_the_chunk_not_the_process(
     assert err.value.code == "engine_error" and "ZeroDivisionError" in err.value.message
     assert engine.pids() == pids and events.count("restart") == 0
     assert _speak(engine, HELLO) > 0
+
+
+def test_a_read_ahead_starts_only_on_an_idle_process_and_cancels_when_dropped(
+    events: Events,
+) -> None:
+    """try_synthesize never waits: it starts on an idle process or gives None; its
+    pieces are the chunk's; closing it unread frees the process."""
+    e = ProcessEngine("piper", ProcessOptions(size=1, warm_text=""), events)
+    try:
+        e.load()
+        ahead = e.try_synthesize(HELLO, VOICE, 1.0, False)
+        assert ahead is not None
+        assert e.try_synthesize(HELLO, VOICE, 1.0, False) is None  # the one process is busy
+        n = sum(len(a) for a in ahead if isinstance(a, np.ndarray))
+        assert n == pytest.approx(_speak(e, HELLO), rel=0.3)
+        long = e.try_synthesize("One sentence here. " * 40, VOICE, 1.0, False)
+        assert long is not None
+        long.close()  # dropped unread (a barge-in): Cancel goes to the process
+        t0 = time.monotonic()
+        assert _speak(e, HELLO) > 0
+        assert time.monotonic() - t0 < 10  # freed at its next sentence, not after forty
+        assert events.count("restart") == 0
+    finally:
+        e.close()

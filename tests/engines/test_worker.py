@@ -4,13 +4,16 @@ by the zero-cost engine), real audio pipelines, and owners that record output.""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from server.engines.base import Audio, EngineError, EngineInfo, EngineOptions, VoiceInfo
 from server.engines.piper import DEFAULT_VOICE, PiperEngine
+from server.engines.process import ProcessEngine, ProcessOptions
 from server.engines.replay import ReplayEngine
 from server.engines.worker import (
     ChunkDone,
@@ -294,3 +297,90 @@ async def test_the_engine_speaks_the_normalised_text_and_runaway_audio_is_cut(
     assert len(a.frames()) * 0.02 <= budget + 0.1
     assert done[1].audio_s == 0
     assert cuts == [1] and engine.closed == 1  # the engine was stopped, not drained
+
+
+class CountingProcesses(ProcessEngine):
+    """The real process engine, counting the read-aheads it started."""
+
+    def __init__(self) -> None:
+        super().__init__("piper", ProcessOptions(size=2, warm_text=""))
+        self.started: list[str] = []
+
+    def try_synthesize(self, text: str, *args: Any, **kw: Any) -> Any:
+        ahead = super().try_synthesize(text, *args, **kw)
+        if ahead is not None:
+            self.started.append(text)
+        return ahead
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[CountingProcesses]:
+    engine = CountingProcesses()
+    engine.load()
+    yield engine
+    engine.close()
+
+
+async def test_a_lone_sessions_next_chunk_is_read_ahead(processes: CountingProcesses) -> None:
+    """One session, three chunks queued: the second and third are started on the idle
+    process while the one before is encoded, and every chunk's audio still comes, in
+    order and whole."""
+    texts = ["First sentence of three.", "The second one is here.", "And the third ends it."]
+    processes.started.clear()
+    alone = EngineWorker(processes, threads=1)
+    alone.start()
+    a = Owner("a", processes.sample_rate, [])
+    try:
+        for i, t in enumerate(texts):
+            alone.submit(chunk(a, i, t, first=i == 0))
+        alone.submit(Job(a, 0, "end"))
+        await asyncio.wait_for(a.done.wait(), 60)
+    finally:
+        await alone.stop()
+    assert processes.started == texts[1:]
+    done = [i for i in a.items if isinstance(i, ChunkDone)]
+    assert [d.index for d in done] == [0, 1, 2] and all(d.audio_s > 0.8 for d in done)
+
+    # Nothing lost or doubled: as much audio as the engine gives the three directly
+    # (Piper samples its durations, hence the tolerance).
+    direct = sum(len(x) for t in texts for x in processes.synthesize(t, DEFAULT_VOICE, 1.0))
+    assert sum(d.audio_s for d in done) == pytest.approx(direct / processes.sample_rate, rel=0.25)
+
+
+async def test_a_cancelled_sessions_read_ahead_is_dropped(processes: CountingProcesses) -> None:
+    """Barge-in while the next chunk is being read ahead: it is cancelled in its process,
+    which is free again at once (not after synthesizing forty sentences)."""
+    worker = EngineWorker(processes, threads=1)  # not started: the queue holds the job
+    a = Owner("a", processes.sample_rate, [])
+    job = chunk(a, 1, "One sentence here. " * 40)
+    worker.submit(job)
+    worker._read_ahead("a")
+    assert job.ahead is not None
+    assert worker.cancel("a") == 1 and job.ahead is None
+    deadline = time.monotonic() + 10
+    while len(processes._idle) < processes.options.size:
+        assert time.monotonic() < deadline, "the read-ahead still holds its process"
+        await asyncio.sleep(0.05)
+    await worker.stop()
+
+
+async def test_no_read_ahead_while_another_session_waits(processes: CountingProcesses) -> None:
+    """Two sessions with work queued: each chunk waits its turn (no read-ahead takes a
+    process another session's chunk needs)."""
+    processes.started.clear()
+    worker = EngineWorker(processes, threads=1)
+    worker.start()
+    log: list[tuple[str, int]] = []
+    a, b = Owner("a", processes.sample_rate, log), Owner("b", processes.sample_rate, log)
+    try:
+        for i in range(2):
+            worker.submit(chunk(a, i, "Session a speaks this one.", first=i == 0))
+            worker.submit(chunk(b, i, "Session b speaks this one.", first=i == 0))
+        worker.submit(Job(a, 0, "end"))
+        worker.submit(Job(b, 0, "end"))
+        await asyncio.wait_for(asyncio.gather(a.done.wait(), b.done.wait()), 60)
+    finally:
+        await worker.stop()
+    # Only once the other session had nothing queued could a chunk be read ahead.
+    assert len(processes.started) <= 1
+    assert sorted(log) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
