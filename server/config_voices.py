@@ -50,8 +50,8 @@ class VoiceSettings(F5Settings, kw_only=True, forbid_unknown_fields=True):
         bool,
         _D(
             description="Spell out numbers, currency, percentages, dates, times, ordinals "
-            "and units before engines that read them as written (F5; Piper's espeak-ng "
-            "reads them itself)."
+            "and units before the engine: all of them for F5, which reads text as "
+            "written; for Piper what espeak-ng misreads (currency, dates, units; English)."
         ),
     ] = True
 

@@ -116,8 +116,9 @@ class SpeechRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             msgspec.Meta(
                 max_length=35,
                 description="A language (BCP 47, e.g. de or de-DE): with one of OpenAI's "
-                "voice names, that language's voice speaks (setting language_voices); an "
-                "engine that does not speak it is an error",
+                "voice names, that language's voice speaks (setting language_voices), on its "
+                "engine if the model is one of OpenAI's names; an engine that does not "
+                "speak it is an error",
             ),
         ]
         | None
@@ -297,7 +298,9 @@ async def stream_speech(
         spec = setup.resolve(
             state.settings,
             state.workers,
-            engine,
+            # One of OpenAI's model names names no engine: a language then picks its own
+            # (language_voices; the server's engine otherwise).
+            engine if req.model in state.workers else None,
             voice or None,
             req.language,
             req.speed,

@@ -24,7 +24,6 @@ MAY_BE_EMPTY = {
     "voxwire_engine_quarantined": "only after a text crashed or hung an engine process",
     "voxwire_engine_failures": "only after a chunk failed",
     "voxwire_engine_resident_models": "engines with models to load (F5) report it",
-    "voxwire_engine_resident_voices": "no engine reports it yet (Piper's processes do not)",
     "voxwire_engine_breaker_state": "engines with circuit breakers (F5) only",
     "voxwire_engine_gpu_memory_bytes": "F5 on CUDA only",
 }

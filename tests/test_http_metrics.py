@@ -161,3 +161,12 @@ def test_requests_refused_before_routing_are_counted_by_their_route(
 )
 def test_protocol_families(path: str, protocol: str) -> None:
     assert protocol_of(path) == protocol
+
+
+def test_piper_in_the_servers_own_process_reports_its_resident_voices(
+    keyed: ServerProcess,
+) -> None:
+    """engine_isolation=thread: the Piper engine itself says how many voices it holds
+    (with engine processes, their host does)."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert scrape(keyed.http, auth).total("voxwire_engine_resident_voices", engine="piper") == 1

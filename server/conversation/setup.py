@@ -4,8 +4,9 @@ Every wire protocol (the native one, the HTTP speech route, the dialects) asks f
 an engine, a voice, a language, a speed and an output; ``resolve`` turns that into
 a ``StreamSpec`` or a ``ProtocolError`` that names what was wrong. The rules live
 here only: the default-voice rule (the server's voice on the server's engine,
-else the engine's own default), the language check, the encoder and the Opus
-pre-skip, and where a failing engine's streams go (``fallback``).
+else the engine's own default), a language's engine and voice (``language_voices``),
+the language check, the encoder and the Opus pre-skip, and where a failing engine's
+streams go (``fallback``).
 """
 
 from __future__ import annotations
@@ -109,6 +110,27 @@ def voice_for_language(settings: Settings, worker: Worker, language: str) -> str
     return default
 
 
+def engine_for_language(
+    settings: Settings, workers: Mapping[str, Worker], language: str
+) -> str | None:
+    """The engine of a stream that names a language and neither engine nor voice: the
+    one whose voice ``language_voices`` names for its tag (``en-GB``), else for its
+    language (``en``). The server's engine when that voice is one of its own, else the
+    engine that has it; None when no entry names a voice an engine has (the server's
+    engine then, and ``voice_for_language`` picks among its voices)."""
+    configured = settings.language_voice_map()
+    order = [settings.engine, *(n for n in workers if n != settings.engine)]
+    for key in (tag_of(language), primary(language)):
+        wanted = configured.get(key)
+        if wanted is None:
+            continue
+        for name in order:
+            worker = workers.get(name)
+            if worker is not None and any(v.id == wanted for v in server_voices(worker.engine)):
+                return name
+    return None
+
+
 def voice_info(worker: Worker, voice: str) -> VoiceInfo | None:
     return next((v for v in worker.engine.voices() if v.id == voice), None)
 
@@ -194,8 +216,13 @@ def resolve(
     options: p.EngineOptions | None = None,
 ) -> StreamSpec:
     """The stream a client asked for; ``encoder`` replaces the one ``output`` names (the
-    HTTP route encodes files from the pipeline's frames)."""
-    name = engine or settings.engine
+    HTTP route encodes files from the pipeline's frames). ``engine`` None: the client
+    named none, so a ``language`` without a voice goes to the engine of the voice
+    configured for it (``engine_for_language``), anything else to the server's."""
+    name = engine
+    if not name and not voice and language:
+        name = engine_for_language(settings, workers, language)
+    name = name or settings.engine
     worker = pick_worker(workers, name)
     if voice:
         chosen = voice

@@ -189,7 +189,7 @@ class NativeSession:
         spec = setup.resolve(
             self.settings,
             st.workers,
-            engine,
+            msg.engine,  # None: a language may choose the engine (setup.resolve)
             msg.voice,
             msg.language,
             msg.speed,

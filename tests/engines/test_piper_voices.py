@@ -13,6 +13,7 @@ import pytest
 from server.engines.base import Audio, EngineError
 from server.engines.piper import ENGINE_RATE, PiperEngine
 from server.engines.piper_voices import DEFAULT_VOICE, PiperOptions, catalogue, describe, scan
+from server.metrics import Metrics
 from server.protocol import EngineOptions
 from tests.engines.piper_voice_files import GERMAN, LOW, add_voice, voices_folder
 
@@ -129,3 +130,25 @@ def test_noise_options_reach_piper(engine: PiperEngine) -> None:
 def test_a_speaker_the_voice_lacks_is_named(engine: PiperEngine) -> None:
     with pytest.raises(EngineError, match="has no speaker 'zoe'"):
         _say(engine, DEFAULT_VOICE, EngineOptions(speaker="zoe"))
+
+
+def test_the_engine_reports_the_voices_it_holds_to_the_metrics(tmp_path: Path) -> None:
+    """With engine_isolation=thread no engine process reports them: the engine does, on
+    each load (and the unload it brings), through the hook the app sets
+    (``Metrics.engine_event``, as for ProcessEngine)."""
+    e = PiperEngine(PiperOptions(voices_dir=str(voices_folder(tmp_path)), max_resident=2))
+    metrics = Metrics()
+    e.events = metrics.engine_event
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value(
+            "voxwire_engine_resident_voices", {"engine": "piper"}
+        )
+
+    assert gauge() is None
+    e.load()
+    assert gauge() == 1
+    list(e.synthesize("Hallo.", GERMAN, 1.0))
+    assert gauge() == 2
+    list(e.synthesize("Hello.", LOW, 1.0))  # a third: one goes, still two
+    assert gauge() == 2 == len(e.resident())
