@@ -30,6 +30,7 @@ from server.auth import AuthError, KeyRing, Tokens, parse_keys
 from server.config import Settings
 from server.engines.base import Engine
 from server.engines.f5.engine import F5Engine
+from server.engines.piper import PiperEngine
 from server.engines.process import ProcessEngine
 from server.engines.worker import EngineWorker
 from server.http_metrics import HttpMetrics
@@ -121,10 +122,9 @@ def build_engines(settings: Settings) -> dict[str, Engine]:
 
         piper = ProcessEngine("piper", ProcessOptions.from_settings(settings))
     else:
-        from server.engines.piper import PiperEngine
         from server.engines.piper_voices import PiperOptions
 
-        piper = PiperEngine(PiperOptions.from_settings(settings))
+        piper = PiperEngine(PiperOptions.from_settings(settings, settings.engine_cpu_threads()))
     engines: dict[str, Engine] = {"piper": piper}
     if settings.replay_engine:
         from server.engines.replay import ReplayEngine
@@ -228,7 +228,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
     )
     voice_registry.install(state)
     for engine in state.engines.values():
-        if isinstance(engine, ProcessEngine | F5Engine):  # F5: its generation host (issue 11)
+        # F5: its generation host (issue 11); Piper in this process says itself which
+        # voices it holds (in engine processes, their host does)
+        if isinstance(engine, ProcessEngine | F5Engine | PiperEngine):
             engine.events = state.metrics.engine_event
     engine_metrics.watch_engines(state.metrics, state.engines)
 
@@ -245,7 +247,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             else:
                 worker = EngineWorker(
                     engine,
-                    settings.engine_threads,
+                    settings.engines(),
                     on_queue_depth=gauge.set,
                     on_output_cut=state.metrics.engine_output_cut.labels(name).inc,
                     # espeak-ng misreads currency, dates, units (docs/normalization.md)

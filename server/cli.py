@@ -15,6 +15,7 @@ from typing import BinaryIO
 import msgspec
 
 from server import config
+from server.allocator import cap_arenas
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -35,6 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    # Before any thread or engine process starts: they inherit the cap.
+    cap_arenas(settings.malloc_arena_max)
     if settings.require_api_keys and not settings.api_keys and not settings.redis_url:
         print(
             "voxwire: require_api_keys is set but there is no API key (api_keys) and no "

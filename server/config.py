@@ -6,6 +6,7 @@ Every limit the server enforces lives here, so each is explicit and configurable
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 import msgspec
@@ -15,6 +16,31 @@ from server.rtp.policy import parse_allowlist
 from server.settings_source import SettingsSource
 
 ENV_PREFIX = "VOXWIRE_"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, and a container's CPU quota
+    (cgroup ``cpu.max``) when that is lower, so a pinned or limited server counts what
+    it was given, not the machine's."""
+    try:
+        n = len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(n, quota)) if quota else n
+
+
+def _cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The cgroup v2 CPU limit rounded up to whole CPUs, or None (no limit, no file)."""
+    try:
+        with open(path) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return -(-int(quota) // int(period))
+
 
 # Field documentation lives in the Meta so the README table is generated from the code.
 _D = msgspec.Meta
@@ -38,8 +64,25 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
         ),
     ] = False
     engine_threads: Annotated[
-        int, _D(ge=1, le=64, description="Worker threads per engine (each runs one chunk at once).")
-    ] = 1
+        int,
+        _D(
+            ge=0,
+            le=64,
+            description="Chunks an engine synthesizes at once (worker threads, and as "
+            "many engine processes); 0 = one per CPU this process may use, so a node "
+            "uses every core.",
+        ),
+    ] = 0
+    engine_process_threads: Annotated[
+        int,
+        _D(
+            ge=0,
+            le=64,
+            description="Threads each Piper process gives onnxruntime; 0 = the usable "
+            "CPUs shared out among `engine_threads` (at least 1). They never spin-wait "
+            "(an idle spinning thread takes a core from the other processes).",
+        ),
+    ] = 0
     warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True
     engine_isolation: Annotated[
         Literal["process", "thread"],
@@ -121,6 +164,17 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             "(from its opening, or the first byte of its next request); then it is closed.",
         ),
     ] = 10.0
+    malloc_arena_max: Annotated[
+        int,
+        _D(
+            ge=0,
+            le=64,
+            description="glibc malloc arenas for the server and its engine processes "
+            "(0 = glibc's default of 8 per core). Buffers allocated on one thread and "
+            "freed on another make RSS creep up in more arenas; 2 keeps a long-running "
+            "node flat (BENCHMARKS.md, memory).",
+        ),
+    ] = 2
     forwarded_allow_ips: Annotated[
         str,
         _D(
@@ -456,8 +510,17 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
         int, _D(ge=0, description="Concurrent RTP streams on this node (0 = unlimited).")
     ] = 100
 
+    def engines(self) -> int:
+        """``engine_threads``, with 0 resolved to the CPUs this process may use."""
+        return self.engine_threads or usable_cpus()
+
+    def engine_cpu_threads(self) -> int:
+        """``engine_process_threads``, with 0 resolved: the usable CPUs shared out."""
+        return self.engine_process_threads or max(1, usable_cpus() // self.engines())
+
     def __post_init__(self) -> None:
         parse_allowlist(self.rtp_allowed_destinations)  # a bad entry is named at start-up
+
         self.language_voice_map()
 
 

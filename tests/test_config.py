@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -58,3 +59,39 @@ def test_serve_rejects_a_bad_setting_clearly() -> None:
     )
     assert proc.returncode == 2
     assert b"bad setting" in proc.stderr and b"port" in proc.stderr
+
+
+def test_engine_threads_fit_the_cpus_this_process_may_use() -> None:
+    """0 (the default) means one engine per usable CPU, and the CPUs shared out among
+    them for onnxruntime; set values are kept."""
+    cpus = config.usable_cpus()
+    s = config.load_settings({})
+    assert (s.engines(), s.engine_cpu_threads()) == (cpus, 1)
+    s = config.load_settings({"VOXWIRE_ENGINE_THREADS": "1"})
+    assert (s.engines(), s.engine_cpu_threads()) == (1, cpus)
+    s = config.load_settings({"VOXWIRE_ENGINE_THREADS": "3", "VOXWIRE_ENGINE_PROCESS_THREADS": "2"})
+    assert (s.engines(), s.engine_cpu_threads()) == (3, 2)
+
+
+def test_a_pinned_server_counts_only_its_cpus() -> None:
+    """A real process started on one CPU (taskset) resolves one engine thread."""
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c",
+         "from server import config; s = config.load_settings({}); "
+         "print(config.usable_cpus(), s.engines())"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.split() == ["1", "1"]
+
+
+@pytest.mark.parametrize(
+    ("content", "cpus"),
+    [("max 100000\n", None), ("150000 100000\n", 2), ("200000 100000\n", 2), ("", None)],
+)
+def test_a_container_cpu_limit_is_rounded_up_to_whole_cpus(
+    tmp_path: Path, content: str, cpus: int | None
+) -> None:
+    f = tmp_path / "cpu.max"
+    f.write_text(content)
+    assert config._cgroup_cpu_quota(str(f)) == cpus
+    assert config._cgroup_cpu_quota(str(tmp_path / "absent")) is None

@@ -8,7 +8,7 @@ import inspect
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from server.engines.base import (
     Timed,
     VoiceInfo,
 )
+from server.engines.piper_session import load_voice
 from server.engines.piper_voices import DEFAULT_VOICE as DEFAULT_VOICE  # its home, before
 from server.engines.piper_voices import PiperOptions, catalogue
 from server.engines.timing import ChunkTimer
@@ -49,6 +50,10 @@ class PiperEngine:
         self._lock = threading.Lock()
         self.sample_rate = ENGINE_RATE
         self._loaded = False
+        # The metrics' hook (``Metrics.engine_event``, as ProcessEngine's): with
+        # engine_isolation=thread this engine says itself how many voices it holds. In an
+        # engine process nothing is hooked: its host reports ``resident()`` instead.
+        self.events: Callable[[str, str, str], None] = lambda _k, _e, _v: None
 
     def load(self) -> None:
         """Load the default voice; the others load on first use."""
@@ -106,12 +111,13 @@ class PiperEngine:
             # takes about a second. An engine process runs one request at a time, so
             # nothing waits on it there; with engine_isolation=thread, other threads'
             # look-ups wait for it (syntheses already running do not).
-            pv = _load(PiperVoice, Path(f.model), Path(f.config))
+            pv = _load(PiperVoice, Path(f.model), Path(f.config), self.options.threads)
             self._voices[voice] = pv
             while len(self._voices) > self.options.max_resident:
                 dropped, _ = self._voices.popitem(last=False)
                 log.info("piper_voice_unloaded", voice=dropped, resident=len(self._voices))
             log.info("piper_voice_loaded", voice=voice, resident=len(self._voices))
+            self.events("resident_voices", self.name, str(len(self._voices)))
             return pv
 
     def synthesize(
@@ -186,14 +192,22 @@ def _alignments() -> bool:
     return "include_alignments" in inspect.signature(PiperVoice.synthesize).parameters
 
 
-def _load(piper_voice: Any, model: Path, config: Path) -> Any:
+def _load(piper_voice: Any, model: Path, config: Path, threads: int = 0) -> Any:
     """A voice whose model also gives phoneme durations: patched once and kept on disk,
     or else patched by Piper in memory (which keeps about 100 MB more resident in every
-    engine process). Either needs the onnx package; without it Piper loads it plain."""
+    engine process). Either needs the onnx package; without it Piper loads it plain.
+    ``threads`` > 0: on an onnxruntime session of that many threads that never spin
+    (server/engines/piper_session.py); the in-memory patch keeps Piper's own."""
     if not _alignments():
-        return piper_voice.load(model, config_path=config)
+        return (
+            load_voice(model, config, threads)
+            if threads
+            else piper_voice.load(model, config_path=config)
+        )
     patched = _aligned_model(model)
     if patched is not None:
+        if threads:
+            return load_voice(patched, config, threads)
         return piper_voice.load(patched, config_path=config)
     return piper_voice.load(model, config_path=config, include_alignments=True)
 

@@ -25,10 +25,15 @@ class PiperOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     voices_dir: str = ""
     max_resident: int = 4
+    threads: int = 0  # onnxruntime threads per voice (0: onnxruntime's default)
 
     @classmethod
-    def from_settings(cls, s: VoiceSettings) -> PiperOptions:
-        return cls(voices_dir=s.piper_voices_dir, max_resident=s.piper_max_resident_voices)
+    def from_settings(cls, s: VoiceSettings, threads: int = 0) -> PiperOptions:
+        return cls(
+            voices_dir=s.piper_voices_dir,
+            max_resident=s.piper_max_resident_voices,
+            threads=threads,
+        )
 
 
 class PiperVoiceFile(msgspec.Struct, frozen=True, kw_only=True):
