@@ -181,3 +181,27 @@ def test_rtp_smoke(tmp_path: Path) -> None:
         if r.mode != "ws unpaced":  # paced: the stream takes its own length in real time
             assert r.wall_s > r.audio_s - 1 and r.jitter_p99_ms is not None
     assert res.cpu_paced_over_unpaced > 0
+
+
+def test_bursts_smoke(tmp_path: Path) -> None:
+    from loadtests.bench_bursts import BURST, BurstsResult
+
+    res = _as(_run("bursts", tmp_path), BurstsResult)
+    assert res.cores >= 1 and len(res.configs) == 2
+    for r in res.configs:
+        assert r.burst_sessions == 2 * BURST and r.lone_turns >= 2  # two alternations
+        assert r.lone_p50_ms > 0 and 0 < r.burst_p50_ms <= r.burst_p99_ms <= r.burst_max_ms
+        assert r.ratio_p99_to_lone_p50 == round(r.burst_p99_ms / r.lone_p50_ms, 2)
+    assert res.configs[0].engine_threads == 1 and res.configs[1].engine_threads == res.cores
+
+
+def test_profile_smoke(tmp_path: Path) -> None:
+    from loadtests.bench_profile import ProfileResult
+
+    res = _as(_run("profile", tmp_path), ProfileResult)
+    names = {t.thread for t in res.threads}
+    assert "MainThread" in names and any(n.startswith("engine-replay") for n in names)
+    engine = next(t for t in res.threads if t.thread.startswith("engine-replay"))
+    # the encoder is where the engine thread's work is
+    assert any("OpusEncoder.encode" in f.function for f in engine.top_self)
+    assert (tmp_path / "profile.raw.txt").stat().st_size > 0
