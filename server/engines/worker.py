@@ -38,6 +38,7 @@ import numpy as np
 import structlog
 
 from server.engines.base import Audio, Engine, EngineError, Timed, WordSpan, to_pcm16
+from server.engines.handoff import Handoff
 from server.engines.jobs import (
     ChunkDone,
     ChunkPcm,
@@ -119,11 +120,13 @@ class EngineWorker:
         # The metrics (the app sets its EngineMeter), and time in queue for them.
         self.meter: WorkerMeter = NullMeter()
         self._queue_clock = QueueClock()
+        self._handoff: Handoff | None = None
 
     # -- loop side --------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._handoff = Handoff(self._loop)
         self._task = asyncio.create_task(self._dispatch(), name=f"worker-{self.engine.name}")
 
     async def stop(self) -> None:
@@ -133,6 +136,13 @@ class EngineWorker:
         for t in list(self._inflight):
             t.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def handoff(self, loop: asyncio.AbstractEventLoop) -> Handoff:
+        """The threads' way to the loop with output (server/engines/handoff.py)."""
+        h = self._handoff
+        if h is None:  # a worker used without start() (tests drive _run_blocking)
+            h = self._handoff = Handoff(loop)
+        return h
 
     @property
     def queue_depth(self) -> int:
@@ -381,8 +391,9 @@ class _Run:
         self.urgent_n = int(rate * _URGENT_S)
 
     def send(self, items: list[Output]) -> None:
-        if items:
-            self.loop.call_soon_threadsafe(self.job.stream.deliver, self.job.generation, items)
+        if items and self.worker.handoff(self.loop).put(
+            self.job.stream.deliver, self.job.generation, items
+        ):
             # Let the event loop thread have the GIL and the core now, so these frames
             # leave at once instead of after the GIL's switch interval (5 ms), which
             # is how long it otherwise waits on a core this thread keeps busy.
