@@ -78,9 +78,11 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
         _D(
             ge=0,
             le=64,
-            description="Threads each Piper process gives onnxruntime; 0 = the usable "
-            "CPUs shared out among `engine_threads` (at least 1). They never spin-wait "
-            "(an idle spinning thread takes a core from the other processes).",
+            description="Threads each Piper process gives onnxruntime; 0 = every CPU "
+            "this process may use, so a lone sentence is made as fast as Piper makes it "
+            "on its own (one thread each: about 1.7x slower first audio on 2 cores, a "
+            "little more throughput when all are busy; BENCHMARKS.md). They never "
+            "spin-wait: an idle spinning thread takes a core from the other processes.",
         ),
     ] = 0
     warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True
@@ -515,8 +517,8 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
         return self.engine_threads or usable_cpus()
 
     def engine_cpu_threads(self) -> int:
-        """``engine_process_threads``, with 0 resolved: the usable CPUs shared out."""
-        return self.engine_process_threads or max(1, usable_cpus() // self.engines())
+        """``engine_process_threads``, with 0 resolved to the CPUs this process may use."""
+        return self.engine_process_threads or usable_cpus()
 
     def __post_init__(self) -> None:
         parse_allowlist(self.rtp_allowed_destinations)  # a bad entry is named at start-up

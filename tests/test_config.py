@@ -62,11 +62,11 @@ def test_serve_rejects_a_bad_setting_clearly() -> None:
 
 
 def test_engine_threads_fit_the_cpus_this_process_may_use() -> None:
-    """0 (the default) means one engine per usable CPU, and the CPUs shared out among
-    them for onnxruntime; set values are kept."""
+    """0 (the default) means one engine per usable CPU, each with every usable CPU for
+    onnxruntime; set values are kept."""
     cpus = config.usable_cpus()
     s = config.load_settings({})
-    assert (s.engines(), s.engine_cpu_threads()) == (cpus, 1)
+    assert (s.engines(), s.engine_cpu_threads()) == (cpus, cpus)
     s = config.load_settings({"VOXWIRE_ENGINE_THREADS": "1"})
     assert (s.engines(), s.engine_cpu_threads()) == (1, cpus)
     s = config.load_settings({"VOXWIRE_ENGINE_THREADS": "3", "VOXWIRE_ENGINE_PROCESS_THREADS": "2"})

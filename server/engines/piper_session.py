@@ -2,10 +2,10 @@
 
 ``PiperVoice.load`` gives onnxruntime its defaults: a thread per physical core, and
 threads that spin-wait for work. With one engine process per core (``engine_threads``)
-that is several threads per core, and an idle process's spinning threads take CPU
-from the busy ones: 37 % more CPU per sentence here than one thread that sleeps
-(BENCHMARKS.md, "Every core"). So the session is built here with a thread count from
-the settings and spinning off; the rest is Piper's own constructor.
+an idle process's spinning threads take CPU from the busy ones (they also made an
+idle process look busy to the tests). So the session is built here with a thread
+count from the settings (``engine_process_threads``) and spinning off; the rest is
+Piper's own constructor.
 """
 
 from __future__ import annotations
