@@ -538,6 +538,11 @@ class HttpCompare(msgspec.Struct, kw_only=True):
     http_total_ms: float
     first_speedup: float  # http first / ours first
     total_ratio: float  # ours total / http total
+    # ours asked for 16-bit PCM at the voice's 22.05 kHz: the same output as Piper's WAV
+    # (no resampler, no codec), so the difference is the server's and not the format's
+    ours_pcm_first_ms: float = 0.0
+    ours_pcm_total_ms: float = 0.0
+    total_ratio_pcm: float = 0.0
 
 
 class E2eResult(msgspec.Struct, kw_only=True):
@@ -573,12 +578,21 @@ def _piper_first_s(voice: Any, text: str) -> float:
     return dt
 
 
-async def _ours_paragraph(url: str, text: str) -> tuple[float, float]:
+# The voice's own format, which Piper's HTTP server sends (in a WAV).
+_PCM_22K = {"encoding": "pcm_s16le", "sample_rate": 22050}
+
+
+async def _ours_paragraph(
+    url: str, text: str, output: dict[str, Any] | None = None
+) -> tuple[float, float]:
     """Whole paragraph at once, then end: (first frame, done) in seconds."""
     import websockets
 
     async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
-        await ws.send(json.dumps({"type": "start"}))
+        start: dict[str, Any] = {"type": "start"}
+        if output is not None:
+            start["output"] = output
+        await ws.send(json.dumps(start))
         while True:
             m = await ws.recv()
             if isinstance(m, str) and json.loads(m)["type"] == "ready":
@@ -671,10 +685,11 @@ def bench_e2e(o: Opts) -> E2eResult:
         try:
             _http_paragraph(port, para)  # warm-up both
             asyncio.run(_ours_paragraph(srv.ws_url, para))
-            ours, theirs = [], []
+            ours, ours_pcm, theirs = [], [], []
             for _ in range(o.e2e_reps):
                 ours.append(asyncio.run(_ours_paragraph(srv.ws_url, para)))
                 theirs.append(_http_paragraph(port, para))
+                ours_pcm.append(asyncio.run(_ours_paragraph(srv.ws_url, para, _PCM_22K)))
         finally:
             piper_http.stop()
     finally:
@@ -689,6 +704,7 @@ def bench_e2e(o: Opts) -> E2eResult:
 
     of, ot = (float(np.median([x[i] for x in ours])) * 1000 for i in (0, 1))
     hf, ht = (float(np.median([x[i] for x in theirs])) * 1000 for i in (0, 1))
+    pf, pt = (float(np.median([x[i] for x in ours_pcm])) * 1000 for i in (0, 1))
     comp = HttpCompare(
         paragraph_words=len(para.split()),
         reps=o.e2e_reps,
@@ -698,6 +714,9 @@ def bench_e2e(o: Opts) -> E2eResult:
         http_total_ms=round(ht, 1),
         first_speedup=round(hf / of, 2),
         total_ratio=round(ot / ht, 3),
+        ours_pcm_first_ms=round(pf, 1),
+        ours_pcm_total_ms=round(pt, 1),
+        total_ratio_pcm=round(pt / ht, 3),
     )
     res = E2eResult(
         turns=len(raw.ttfa_s),
@@ -723,6 +742,12 @@ def bench_e2e(o: Opts) -> E2eResult:
             comp.total_ratio,
             lambda v: abs(v - 1) <= 0.10,
         ),
+        _goal(
+            "total time vs Piper HTTP server, same output (PCM 22.05 kHz)",
+            "within 10 %",
+            comp.total_ratio_pcm,
+            lambda v: v <= 1.10,
+        ),
     ]
     md = report.md_table(
         ("", "p50 ms", "p90 ms", "p99 ms", "max ms"),
@@ -736,6 +761,7 @@ def bench_e2e(o: Opts) -> E2eResult:
         ("same paragraph", "first audio ms", "all audio ms"),
         [
             ["voxwire (WebSocket, Opus 48 kHz)", comp.ours_first_ms, comp.ours_total_ms],
+            ["voxwire (WebSocket, PCM 22.05 kHz)", comp.ours_pcm_first_ms, comp.ours_pcm_total_ms],
             ["Piper HTTP server (WAV)", comp.http_first_ms, comp.http_total_ms],
         ],
     )
@@ -749,8 +775,9 @@ def bench_e2e(o: Opts) -> E2eResult:
         "its first audio chunk, measured right after the session run.",
         f"HTTP: `python -m piper.http_server` with the same voice file; both get the same "
         f"{comp.paragraph_words}-word paragraph at once (ours: one text message + end); "
-        f"median of {o.e2e_reps}. Piper's server answers with the whole WAV, so its first "
-        "byte is its last.",
+        f"median of {o.e2e_reps}, the three taking turns. Piper's server answers with the "
+        "whole WAV, so its first byte is its last. Ours twice: Opus 48 kHz (resampled and "
+        "encoded), and 16-bit PCM at the voice's 22.05 kHz, Piper's own output.",
     ]
     _finish(o, "e2e", res, goals, notes, md)
     return res

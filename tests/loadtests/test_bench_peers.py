@@ -11,14 +11,15 @@ from tests.loadtests.test_bench_smoke import _as, _run
 
 
 def _sane_capacity(cap: object, steps: tuple[int, ...]) -> None:
-    from loadtests.bench_peers import Capacity
+    from loadtests.bench_peers import TTFA_P99_MAX_MS, Capacity
 
     assert isinstance(cap, Capacity)
     ns = [s.sessions for s in cap.steps]
     assert ns and ns == sorted(ns) and set(ns) <= set(steps)
     for s in cap.steps:
         assert s.sessions_ok + s.sessions_failed <= s.sessions
-        assert s.passed == (s.sessions_ok == s.sessions)
+        fast = s.ttfa_p99_ms is not None and s.ttfa_p99_ms <= TTFA_P99_MAX_MS
+        assert s.passed == (s.sessions_ok == s.sessions and fast)
         if s.sessions_failed == 0:  # every session spoke at least one turn, with audio
             assert s.turns >= s.sessions and s.audio_s > 0
             assert s.ttfa_p50_ms is not None and 0 < s.ttfa_p50_ms < 60_000

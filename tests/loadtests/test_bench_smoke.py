@@ -110,7 +110,9 @@ def test_e2e(tmp_path: Path) -> None:
     assert 0 < h.ours_first_ms <= h.ours_total_ms and 0 < h.http_first_ms <= h.http_total_ms
     # (the ratio is of the unrounded times; the fields are rounded to 0.1 ms)
     assert h.total_ratio == pytest.approx(h.ours_total_ms / h.http_total_ms, abs=0.002)
-    assert len(res.goals) == 4
+    assert 0 < h.ours_pcm_first_ms <= h.ours_pcm_total_ms
+    assert h.total_ratio_pcm == pytest.approx(h.ours_pcm_total_ms / h.http_total_ms, abs=0.002)
+    assert len(res.goals) == 5
 
 
 def test_memory(tmp_path: Path) -> None:
