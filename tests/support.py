@@ -32,9 +32,15 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 class ServerProcess(VoxwireServer):
     """``python -m server serve`` on a free port, with settings as VOXWIRE_* variables
-    (the benchmarks' launcher, without CPU pinning)."""
+    (the benchmarks' launcher, without CPU pinning).
+
+    One engine process unless a test asks for more: the default (one per CPU, and a
+    spare) would start three Piper processes for each of the suite's servers, on a
+    2-core CI machine that also runs the clients and the recognizer. Tests of the
+    default pass ``engine_threads=0``."""
 
     def __init__(self, **settings: Any) -> None:
+        settings.setdefault("engine_threads", 1)
         super().__init__(**settings)
 
     def rss_bytes(self) -> int:
