@@ -103,6 +103,7 @@ def chunk_policy(settings: Settings) -> ChunkPolicy:
     d = ChunkPolicy()
     return ChunkPolicy(
         first_min_words=settings.chunk_first_min_words,
+        hurry_words=settings.chunk_hurry_words,
         max_chars=settings.chunk_max_chars,
         first_max_chars=min(d.first_max_chars, settings.chunk_max_chars),
         max_target_chars=min(d.max_target_chars, settings.chunk_max_chars),

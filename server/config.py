@@ -283,6 +283,17 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             "boundary once it has this many words.",
         ),
     ] = 4
+    chunk_hurry_words: Annotated[
+        int,
+        _D(
+            ge=0,
+            le=100,
+            description="While the engine has more work in hand than threads, a first "
+            "sentence whose end is known is cut after this many words (when three more "
+            "follow), so it waits less and synthesizes faster, at the price of a phrase "
+            "break; 0 never cuts.",
+        ),
+    ] = 5
     chunk_max_chars: Annotated[
         int, _D(ge=40, description="Hard maximum characters per engine chunk.")
     ] = 400

@@ -374,3 +374,31 @@ async def test_stereo_opus_48k_for_discord_and_stereo_pcm(server: ServerProcess)
         assert np.sqrt(np.mean(left**2)) > 0.01
         assert np.corrcoef(left, right)[0, 1] > 0.95  # the same speech in both
         assert word_recall(text, transcribe(left.copy(), rate)) >= 0.5
+
+
+async def test_a_first_sentence_is_cut_short_while_the_engine_is_busy(
+    server: ServerProcess,
+) -> None:
+    """With the engine's one thread busy with another session's paragraph, a first
+    sentence whose end is known goes out cut after five words (chunk_hurry_words), so it
+    waits for, and costs, less; all of it is still spoken."""
+    pcm = {"encoding": "pcm_s16le", "sample_rate": 16000}
+    sentence = "Our meeting with the bank has moved to Thursday afternoon."
+    async with await connect(server.ws_url) as busy, await connect(server.ws_url) as ws:
+        await send(busy, type="start", output=pcm)
+        other = await recv_until(busy, Received(), stop="ready")
+        await send(ws, type="start", output=pcm)
+        rec = await recv_until(ws, Received(), stop="ready")
+        await send(busy, type="text", text=PARAGRAPH + " " + PARAGRAPH)
+        await send(busy, type="flush")
+        await recv_until(busy, other, stop="segment")  # its chunks are on the engine
+        await send(ws, type="text", text=sentence)
+        await send(ws, type="end")
+        rec = await recv_until(ws, rec)
+    assert [s["text"] for s in rec.of("segment")] == [
+        "Our meeting with the bank",
+        "has moved to Thursday afternoon.",
+    ]
+    check_stream_shape(rec, sentence)
+    heard = transcribe(decode_pcm(rec.frames), 16000)
+    assert word_recall(sentence, heard) >= 0.6, heard

@@ -217,6 +217,7 @@ class Conversation(Sending):
         self.chars_in += len(text)
         if text:
             self.sink.text(text)
+        self.chunker.hurry = self._saturated()
         self._submit_chunks(self.chunker.push(text))
 
     def flush(self) -> None:
@@ -237,6 +238,7 @@ class Conversation(Sending):
         """flush or end: synthesize what is buffered, then the marker."""
         if kind == "end":
             self._go(Phase.ENDING)
+        self.chunker.hurry = self._saturated()
         self._submit_chunks(self.chunker.flush())
         self._submit_marker(kind)
 
@@ -328,11 +330,17 @@ class Conversation(Sending):
         self.spec.worker.submit(self._job(kind))
         self.utterance_t0 = None  # the next chunk starts a new utterance
 
+    def _saturated(self) -> bool:
+        """Whether this stream's engine has more work than threads: a first chunk then
+        goes out shorter (ChunkPolicy.hurry_words)."""
+        return self.spec is not None and self.spec.worker.saturated()
+
     def drop_work(self) -> None:
         """Barge-in or close: a new generation; queued jobs and unsent audio go."""
         self.generation += 1
         if self.stream is not None:
             self.stream.generation = self.generation
+            self.stream.runs_out = 0.0  # the listener's audio stops here
         self.markers_pending = 0
         if self.spec is not None:
             self.spec.worker.cancel(self.id)
@@ -360,9 +368,11 @@ class Conversation(Sending):
         """Engine output whose frames may now be sent."""
         if not self.live(generation):
             return
+        frames = 0
         for item in items:
             if isinstance(item, bytes):
                 self.outbox.put_frame(item)
+                frames += 1
             elif isinstance(item, SegmentStart | ChunkTimings):
                 # first_frame (and the words' times) are filled in when the sender
                 # reaches it: frames are numbered in send order, and barge-in drops
@@ -374,6 +384,8 @@ class Conversation(Sending):
                 self._utterance_done(item)
             elif isinstance(item, EngineFailed) and item.retry is None:
                 self.error(item.code, item.message)
+        if frames and self.stream is not None:
+            self.stream.played(frames * self.outbox.frame_s)  # the engine queue's deadline
         self.peak_unsent_s = max(self.peak_unsent_s, self.outbox.audio_s)
         self.notify()
 

@@ -35,6 +35,10 @@ class Worker(Protocol):
 
     def wake(self) -> None: ...
 
+    def saturated(self) -> bool:
+        """Whether a new first chunk would wait: work in hand fills every thread."""
+        ...
+
 
 class Sink(Protocol):
     """Where the conversation's text, marks, acks and engine output are recorded."""

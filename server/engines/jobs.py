@@ -8,6 +8,7 @@ the marker's completion, or a failure.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterator
@@ -110,6 +111,7 @@ class Stream:
         "id",
         "pipeline",
         "pipeline_generation",
+        "runs_out",
     )
 
     def __init__(
@@ -128,6 +130,14 @@ class Stream:
         self.can_take_work = can_take_work  # False while its unsent audio is over its bound
         # Whether a chunk's engine audio is wanted whole before its frames (resume journaling)
         self.chunk_pcm = chunk_pcm
+        # When the listener's audio runs out (perf_counter seconds), were it played in real
+        # time from when it was made; 0.0 while this utterance has none. The queue's
+        # deadline for the stream's next chunk (FairQueue.deadline). Written on the loop.
+        self.runs_out = 0.0
+
+    def played(self, seconds: float) -> None:
+        """``seconds`` more audio was made for the listener (on the event loop)."""
+        self.runs_out = max(self.runs_out, time.perf_counter()) + seconds
 
     @property
     def session_id(self) -> str:
@@ -146,6 +156,7 @@ class JobOwner(Protocol):
     generation: int
     pipeline: AudioPipeline
     pipeline_generation: int
+    runs_out: float
 
     def can_take_work(self) -> bool: ...
 
@@ -217,19 +228,44 @@ class Paused:
     offset_s: float = 0.0  # the framer's carry before the chunk (ChunkTimings.offset_s)
 
 
+# Until a worker has timed its own chunks: how long a chunk takes to its first audio.
+_LEAD_S = 0.3
+
+
 class FairQueue:
-    """Per-session job queues: sessions are served round-robin, a session whose next job
-    is the first chunk of an utterance goes ahead, and busy or backpressured sessions are
-    skipped. Shared by EngineWorker and the batched F5 worker."""
+    """Per-session job queues, served earliest deadline first. A job's deadline is when
+    its listener would notice it waiting: a first chunk of an utterance (or a flush/end
+    marker) at once, from when it was queued; a later chunk when the audio its session
+    already has runs out (``Stream.runs_out``), less the time a chunk takes to its first
+    audio (``lead_s``). So a session about to fall silent goes ahead of one with seconds
+    of audio in hand, and a new utterance's first chunk goes ahead of both unless one
+    would underrun first. Equal deadlines (later chunks of sessions with no audio yet)
+    are served round-robin. Busy or backpressured sessions are skipped. Shared by
+    EngineWorker and the batched F5 worker."""
 
     def __init__(self, on_depth: Callable[[int], None] | None = None) -> None:
         self._queues: OrderedDict[str, deque[Job]] = OrderedDict()
         self._depth = 0
         self._on_depth = on_depth or (lambda _n: None)
+        self.lead_s = _LEAD_S
 
     @property
     def depth(self) -> int:
         return self._depth
+
+    def observe_lead(self, first_s: float) -> None:
+        """A chunk took ``first_s`` to its first audio: a moving average of these is
+        ``lead_s`` (a worker thread writes it; a float store is atomic under the GIL)."""
+        self.lead_s += 0.2 * (first_s - self.lead_s)
+
+    def deadline(self, job: Job, now: float) -> float:
+        """When the job's listener would notice it waiting (the class's docstring)."""
+        if job.kind != "chunk" or job.first:
+            return job.queued_at
+        runs_out = job.stream.runs_out
+        if runs_out <= 0.0:  # nothing of this utterance made yet here (a resumed session)
+            return now + self.lead_s
+        return runs_out - self.lead_s
 
     def _set_depth(self, n: int) -> None:
         self._depth = n
@@ -284,20 +320,19 @@ class FairQueue:
         limit: int = 1,
         accept: Callable[[Job], bool] | None = None,
     ) -> list[Job]:
-        """The next job of up to ``limit`` sessions: first chunks first, then in round-robin
-        order; ``accept`` may refuse a session's next job (it then waits its turn)."""
-        firsts: list[str] = []
-        others: list[str] = []
-        for sid, q in self._queues.items():
+        """The next job of up to ``limit`` sessions, earliest deadline first (ties in
+        round-robin order); ``accept`` may refuse a session's next job (it then waits)."""
+        now = time.perf_counter()
+        ready: list[tuple[float, int, str]] = []
+        for order, (sid, q) in enumerate(self._queues.items()):
             if sid in busy or not q or not q[0].stream.can_take_work():
                 continue
             if accept is not None and not accept(q[0]):
                 continue
-            (firsts if q[0].first else others).append(sid)
-            if len(firsts) >= limit:
-                break
+            ready.append((self.deadline(q[0], now), order, sid))
+        chosen = [min(ready)] if limit == 1 and ready else heapq.nsmallest(limit, ready)
         jobs = []
-        for sid in (firsts + others)[:limit]:
+        for _, _, sid in chosen:
             q = self._queues[sid]
             jobs.append(q.popleft())
             # Round robin: the session goes to the back of the line.

@@ -5,8 +5,10 @@ dispatcher coroutine hands them to a small thread pool, so synthesis, resampling
 and encoding never run on the event loop. Scheduling rules:
 
 - each stream has at most one job in flight, so its audio stays in order;
-- sessions are served round-robin, and a session whose next job is the first
-  chunk of an utterance goes ahead (it decides time to first audio);
+- earliest deadline first (``FairQueue``): a first chunk of an utterance is due
+  when it is queued (it decides time to first audio), a later chunk when its
+  session's audio would run out less the engine's time to first audio; so a
+  session about to fall silent goes ahead of one with seconds in hand;
 - a session whose unsent audio is above its bound is skipped until it drains
   (backpressure reaches the engine, not only the socket);
 - cancelled work is removed from the queue, and work already running stops at
@@ -147,6 +149,11 @@ class EngineWorker:
     @property
     def queue_depth(self) -> int:
         return self._queue.depth
+
+    def saturated(self) -> bool:
+        """Whether a new first chunk would wait: the jobs running and queued fill every
+        thread (the chunker then cuts first chunks shorter: ChunkPolicy.hurry_words)."""
+        return self._running + self._queue.depth >= self.threads
 
     def submit(self, job: Job) -> None:
         job.queued_at = time.perf_counter()  # (a job moved here from another worker waits anew)
@@ -410,7 +417,9 @@ class _Run:
         job = self.job
         r = job.paused
         job.paused = None
+        timed = False  # whether this run times the engine's lead (FairQueue.lead_s)
         if r is None or r.worker is not self.worker:
+            timed = job.ahead is None and job.audio is None
             r = self._begin()
             if r is None:
                 return False  # cancelled while the engine ran
@@ -436,6 +445,8 @@ class _Run:
         r.pending.append(done)
         if job.audio is None:  # (a resumed chunk's journaled audio was not synthesized here)
             self.worker.meter.chunk(job.voice, r.active_s, done.audio_s)
+        if timed and r.first_s is not None:
+            self.worker._queue.observe_lead(r.first_s)
         self.send(r.pending)
         return False
 

@@ -32,6 +32,10 @@ Policy (see :class:`ChunkPolicy` for the numbers):
   boundary (``, ; :`` or a dash followed by whitespace, an em dash also directly before a word,
   or full-width ``，、：``) once the chunk has ``first_min_words`` words, else at a sentence end;
   if it grows beyond ``first_max_chars`` with neither, at the last whitespace within that limit.
+* Hurry: while the engine has more work in hand than threads (the owner sets ``hurry``), a
+  first chunk whose end is known is cut after ``hurry_words`` words when at least three
+  follow. Only a known end: a cut decided while the sentence still arrives could leave one
+  word on its own.
 * Later chunks are sentences. A sentence shorter than the current *target* is merged with the
   following sentence(s), but only with those whose end is already confirmed in the buffer:
   the chunker never waits for more text just to merge. The target for the n-th chunk after the
@@ -106,6 +110,8 @@ _ALNUM: Final = re.compile(r"[^\W_]")
 _WS_RUN: Final = re.compile(r"\s*")
 _HSPACE_RUN: Final = re.compile(r"[^\S\n]*")
 _DOTTED_ACRONYM: Final = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
+_TOKEN: Final = re.compile(r"\S+")
+_HURRY_REST_WORDS: Final = 3  # a hurried cut leaves at least this many words after it
 _CLAUSE: Final = re.compile(r"[,;:–—，、：]")
 _SENTENCE_CANDIDATES: Final = re.compile(r"(?P<term>[.!?…。！？；｡]+)|(?P<nl>\n)")
 _FIRST_CANDIDATES: Final = re.compile(
@@ -129,6 +135,12 @@ class ChunkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """The first chunk is cut at the last whitespace within this length if it grows longer
     without a clause boundary or sentence end."""
 
+    hurry_words: int = 5
+    """While the engine is saturated (:attr:`SentenceChunker.hurry`), a first chunk whose end
+    is known is cut after this many words when at least three more follow: a shorter
+    first synthesis, so first audio comes sooner when it would wait for others, at the
+    price of a phrase break where the cut falls. ``0`` disables it."""
+
     min_chars: int = 40
     """Target length of the second chunk: a shorter sentence is merged with the following
     sentences whose end is already in the buffer. ``0`` disables merging."""
@@ -145,6 +157,8 @@ class ChunkPolicy(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.first_min_words < 1:
             raise ValueError("first_min_words must be >= 1")
+        if self.hurry_words < 0:
+            raise ValueError("hurry_words must be >= 0")
         if self.max_chars < 1:
             raise ValueError("max_chars must be >= 1")
         if not 1 <= self.first_max_chars <= self.max_chars:
@@ -182,6 +196,7 @@ class SentenceChunker:
         "_scanned",
         "_start",
         "_target",
+        "hurry",
         "raw_lengths",
     )
 
@@ -202,6 +217,9 @@ class SentenceChunker:
         # For the chunks the last push/flush returned: the pushed characters each one
         # accounts for (the whitespace before it, then the chunk itself).
         self.raw_lengths: list[int] = []
+        # Set by the owner before a push or flush: the engine has more work in hand than
+        # threads, so a first chunk may be cut short (ChunkPolicy.hurry_words).
+        self.hurry = False
 
     @property
     def policy(self) -> ChunkPolicy:
@@ -290,6 +308,8 @@ class SentenceChunker:
         )
         end: int | None = None
         if self._first:
+            if boundary is not None and self.hurry and policy.hurry_words:
+                boundary = self._hurried(p, boundary)
             if boundary is not None and boundary - p <= policy.first_max_chars:
                 end = boundary
             elif extent > policy.first_max_chars and (
@@ -317,6 +337,21 @@ class SentenceChunker:
         else:
             self._target = min(self._target * policy.growth, float(policy.max_target_chars))
         return chunk
+
+    def _hurried(self, p: int, end: int) -> int:
+        """Where a hurried first chunk ``buf[p:end]`` ends: after ``hurry_words`` words if
+        at least _HURRY_REST_WORDS follow, else at ``end``."""
+        buf = self._buf
+        words = 0
+        for token in _TOKEN.finditer(buf, p, end):
+            if _ALNUM.search(buf, token.start(), token.end()) is None:
+                continue
+            words += 1
+            if words == self._policy.hurry_words:
+                cut = token.end()
+                rest = _count_words(buf[cut:end])
+                return cut if rest >= _HURRY_REST_WORDS else end
+        return end
 
     def _merge(self, p: int, end: int, final: bool) -> int:
         """Extend the chunk ``buf[p:end]`` by already confirmed sentences up to the target."""

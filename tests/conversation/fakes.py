@@ -61,6 +61,10 @@ class RecordingWorker:
         self.queued: list[Job] = []
         self.cancelled = 0
         self.wakes = 0
+        self.busy = False  # what saturated() says
+
+    def saturated(self) -> bool:
+        return self.busy
 
     def submit(self, job: Job) -> None:
         self.queued.append(job)

@@ -3,6 +3,8 @@ outbox items and closes out, through every lifecycle state."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -661,3 +663,27 @@ def test_realtime_pacing_holds_frames_beyond_the_lead() -> None:
     plain.conv.flush()
     plain.run(plain.piper, frames=10)
     assert plain.conv.pace() == 0.0
+
+
+def test_frames_made_tell_the_engine_queue_when_the_listener_runs_out() -> None:
+    r = Rig()
+    r.start()
+    r.out()
+    r.conv.text("A first sentence, then some. And a second one follows. ")
+    stream = r.conv.stream
+    assert stream is not None and stream.runs_out == 0.0
+    r.run(r.piper, frames=50)  # one second of 20 ms frames
+    assert stream.runs_out == pytest.approx(time.perf_counter() + 1.0, abs=0.2)
+    r.conv.cancel()  # barge-in: the listener's audio stops
+    assert stream.runs_out == 0.0
+
+
+def test_a_saturated_engine_gets_a_shorter_first_chunk() -> None:
+    text = "Our meeting with the bank has moved to Thursday afternoon. "
+    for busy, first in ((False, text.strip()), (True, "Our meeting with the bank")):
+        r = Rig()
+        r.start()
+        r.piper.busy = busy
+        r.conv.text(text)
+        r.conv.flush()
+        assert r.piper.queued[0].text == first and r.piper.queued[0].first

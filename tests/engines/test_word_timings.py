@@ -60,6 +60,7 @@ class Owner:
     def __init__(self, rate: int, chunk_pcm: bool = False) -> None:
         self.generation = 0
         self.pipeline_generation = 0
+        self.runs_out = 0.0
         self.pipeline = AudioPipeline(rate, RawFloat())
         self.items: list[Output] = []
         self.chunk_pcm = chunk_pcm

@@ -40,6 +40,7 @@ class Owner:
         self.session_id = name
         self.generation = 0
         self.pipeline_generation = 0
+        self.runs_out = 0.0
         self.pipeline = AudioPipeline(rate, make_encoder("pcm_s16le", 16000, 20, None))
         self.items: list[Output] = []
         self.accepting = True

@@ -625,3 +625,63 @@ def test_policy_decodes_with_msgspec() -> None:
     assert policy == ChunkPolicy(max_chars=100, first_max_chars=50)
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"max_chars": 10}', type=ChunkPolicy)
+
+
+# -- hurry: first chunks cut short while the engine is saturated -----------------------------
+
+BURST = "Our meeting with the bank has moved to Thursday afternoon. "
+
+
+def hurried(pieces: list[str], policy: ChunkPolicy | None = None) -> list[str]:
+    chunker = SentenceChunker(policy)
+    chunker.hurry = True
+    chunks: list[str] = []
+    for piece in pieces:
+        chunks += chunker.push(piece)
+    return chunks + chunker.flush()
+
+
+def test_hurry_cuts_a_known_first_sentence_after_five_words() -> None:
+    assert in_pieces([BURST]) == [BURST.strip()]  # not hurried: the sentence whole
+    assert hurried([BURST + "Then lunch."]) == [
+        "Our meeting with the bank",
+        "has moved to Thursday afternoon.",
+        "Then lunch.",
+    ]
+    # at a flush, the end of the text is the known end
+    assert hurried(["Our meeting with the bank has moved to Thursday"]) == [
+        "Our meeting with the bank",
+        "has moved to Thursday",
+    ]
+
+
+def test_hurry_leaves_no_short_tail_and_waits_for_the_end() -> None:
+    # Two words would be left alone after the cut: the sentence stays whole.
+    assert hurried(["Our meeting with the bank moved today. "]) == [
+        "Our meeting with the bank moved today."
+    ]
+    # The sentence still arriving: nothing is cut before its end is known.
+    chunker = SentenceChunker()
+    chunker.hurry = True
+    assert chunker.push("Our meeting with the bank has moved to") == []
+    assert chunker.push(" Thursday afternoon. And") == [
+        "Our meeting with the bank",
+        "has moved to Thursday afternoon.",
+    ]
+
+
+def test_hurry_cuts_only_first_chunks_and_can_be_turned_off() -> None:
+    text = "Fine. " + BURST + "Then lunch."
+    assert hurried([text]) == ["Fine.", BURST.strip(), "Then lunch."]
+    assert hurried([BURST + "Then"], ChunkPolicy(hurry_words=0))[0] == BURST.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(split_text(), POLICIES)
+def test_property_hurry_loses_and_duplicates_nothing(
+    sample: tuple[str, list[str]], policy: ChunkPolicy
+) -> None:
+    text, pieces = sample
+    chunks = hurried(pieces, policy)
+    check_chunks(chunks, policy)
+    assert no_ws("".join(chunks)) == no_ws(text)

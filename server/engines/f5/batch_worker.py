@@ -121,6 +121,11 @@ class BatchedEngineWorker(EngineWorker):
                 jobs[0] = act.rest()  # a chunk half spoken: only its unspoken part
         return jobs
 
+    def saturated(self) -> bool:
+        """Never: F5 cuts its own first piece short (its plan) and batches first pieces
+        together, so a chunk cut shorter here would not come sooner."""
+        return False
+
     @property
     def max_batch(self) -> int:
         """The configured bound, or for 0: 8 on CUDA, 1 on the CPU (where a padded batch

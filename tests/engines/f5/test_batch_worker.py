@@ -35,6 +35,7 @@ class Owner:
         self.voice = voice
         self.generation = 0
         self.pipeline_generation = 0
+        self.runs_out = 0.0
         self.pipeline = AudioPipeline(24000, make_encoder("pcm_s16le", 24000, 20, None))
         self.items: list[Output] = []
         self.late: list[Output] = []  # output of a generation already cancelled
