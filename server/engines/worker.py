@@ -18,8 +18,9 @@ and encoding never run on the event loop. Scheduling rules:
   ``_URGENT_S`` of audio is out. The paused job goes back to the front of its
   session's queue and resumes where it stopped, so first audio does not wait for
   someone else's long sentence to be encoded;
-- read-ahead: once a chunk has all its engine audio, the session's next chunk is
-  started on an idle engine process while this one is encoded, so a long answer's
+- read-ahead: once a chunk has its first engine audio, the session's next chunk is
+  started on an idle engine process while this one's later sentences are made and
+  encoded, so a long answer's chunks synthesize side by side on the cores and its
   encoding overlaps its synthesis instead of adding to it. Only when no other
   session has work queued (theirs comes first) and the engine can start work
   without waiting (``try_synthesize``: the process engines).
@@ -409,8 +410,14 @@ class _Run:
     def live(self) -> bool:
         return self.job.stream.generation == self.job.generation
 
+    def _engine_started(self) -> None:
+        """The chunk's first audio is in: the loop may read ahead (the next chunk then
+        synthesizes on another process beside this one's later sentences)."""
+        self.loop.call_soon_threadsafe(self.worker._read_ahead, self.job.stream.session_id)
+
     def _engine_done(self) -> None:
-        """The engine has given all of this chunk: the loop may read ahead."""
+        """The engine has given all of this chunk: the loop may read ahead (the next
+        chunk may have been queued since the first audio)."""
         self.loop.call_soon_threadsafe(self.worker._read_ahead, self.job.stream.session_id)
 
     def chunk(self) -> bool:
@@ -470,6 +477,8 @@ class _Run:
                 return None
             whole.append(self._unpack(part, n, offset_s, head))
             n += len(whole[-1])
+            if len(whole) == 1:
+                self._engine_started()
         self._engine_done()
         audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
         head.append(ChunkPcm(job.index, accepted_chars(job), to_pcm16(audio)))
@@ -502,6 +511,8 @@ class _Run:
                 piece = self._unpack(item, r.audio_n, r.offset_s, r.pending)
                 if r.first_s is None:
                     r.first_s = r.active_s + time.perf_counter() - self.t0
+                    if job.audio is None:
+                        self._engine_started()
                 r.audio_n += len(piece)
                 r.piece, r.offset = piece, 0
             if not self._slices(r):

@@ -306,12 +306,20 @@ class CountingProcesses(ProcessEngine):
     def __init__(self) -> None:
         super().__init__("piper", ProcessOptions(size=2, warm_text=""))
         self.started: list[str] = []
+        self.started_at: list[float] = []
+        self.pieces_at: list[float] = []  # when the worker got each piece it asked for
 
     def try_synthesize(self, text: str, *args: Any, **kw: Any) -> Any:
         ahead = super().try_synthesize(text, *args, **kw)
         if ahead is not None:
             self.started.append(text)
+            self.started_at.append(time.perf_counter())
         return ahead
+
+    def synthesize(self, *args: Any, **kw: Any) -> Iterator[Audio]:
+        for piece in super().synthesize(*args, **kw):
+            self.pieces_at.append(time.perf_counter())
+            yield piece
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +354,32 @@ async def test_a_lone_sessions_next_chunk_is_read_ahead(processes: CountingProce
     # (Piper samples its durations, hence the tolerance).
     direct = sum(len(x) for t in texts for x in processes.synthesize(t, DEFAULT_VOICE, 1.0))
     assert sum(d.audio_s for d in done) == pytest.approx(direct / processes.sample_rate, rel=0.25)
+
+
+async def test_the_next_chunk_synthesizes_beside_the_rest_of_a_long_one(
+    processes: CountingProcesses,
+) -> None:
+    """A chunk of several sentences: the next chunk starts on the other process once the
+    first sentence's audio is in, not after the last."""
+    processes.started.clear()
+    processes.started_at.clear()
+    processes.pieces_at.clear()
+    worker = EngineWorker(processes, threads=1)
+    worker.start()
+    a = Owner("a", processes.sample_rate, [])
+    long = "The first sentence is here. A second one follows it. Then a third. And a fourth."
+    try:
+        worker.submit(chunk(a, 0, long, first=True))
+        worker.submit(chunk(a, 1, "The next chunk comes after them."))
+        worker.submit(Job(a, 0, "end"))
+        await asyncio.wait_for(a.done.wait(), 60)
+    finally:
+        await worker.stop()
+    assert processes.started == ["The next chunk comes after them."]
+    assert len(processes.pieces_at) >= 3  # the long chunk came sentence by sentence
+    assert processes.pieces_at[0] < processes.started_at[0] < processes.pieces_at[-1]
+    done = [i for i in a.items if isinstance(i, ChunkDone)]
+    assert [d.index for d in done] == [0, 1] and all(d.audio_s > 1.0 for d in done)
 
 
 async def test_a_cancelled_sessions_read_ahead_is_dropped(processes: CountingProcesses) -> None:
