@@ -128,8 +128,10 @@ def bench_profile(o: Opts) -> ProfileResult:
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise SystemExit("voxwire bench profile needs py-spy: pip install py-spy")
-    sessions = 2 if o.smoke else 80
-    hold = 3.0 if o.smoke else 40.0
+    # The smoke run needs enough load that the event loop is caught running at all
+    # (py-spy keeps only running threads' samples: 2 sessions for 2 s once gave none).
+    sessions = 12 if o.smoke else 80
+    hold = 4.0 if o.smoke else 40.0
     srv = _replay_server(o)
     raw_path = Path(o.out) / "profile.raw.txt"
     Path(o.out).mkdir(parents=True, exist_ok=True)
