@@ -288,7 +288,7 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
         _D(
             ge=0,
             le=100,
-            description="While the engine has more work in hand than threads, a first "
+            description="While the engine has as much work in hand as threads, a first "
             "sentence whose end is known is cut after this many words (when three more "
             "follow), so it waits less and synthesizes faster, at the price of a phrase "
             "break; 0 never cuts.",

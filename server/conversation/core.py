@@ -331,7 +331,7 @@ class Conversation(Sending):
         self.utterance_t0 = None  # the next chunk starts a new utterance
 
     def _saturated(self) -> bool:
-        """Whether this stream's engine has more work than threads: a first chunk then
+        """Whether this stream's engine has as much work as threads: a first chunk then
         goes out shorter (ChunkPolicy.hurry_words)."""
         return self.spec is not None and self.spec.worker.saturated()
 

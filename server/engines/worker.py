@@ -410,14 +410,10 @@ class _Run:
     def live(self) -> bool:
         return self.job.stream.generation == self.job.generation
 
-    def _engine_started(self) -> None:
-        """The chunk's first audio is in: the loop may read ahead (the next chunk then
-        synthesizes on another process beside this one's later sentences)."""
-        self.loop.call_soon_threadsafe(self.worker._read_ahead, self.job.stream.session_id)
-
-    def _engine_done(self) -> None:
-        """The engine has given all of this chunk: the loop may read ahead (the next
-        chunk may have been queued since the first audio)."""
+    def _may_read_ahead(self) -> None:
+        """The chunk's first audio is in (the next chunk may synthesize on another process
+        beside this one's later sentences), or all of it (the next chunk may have been
+        queued since): the loop may read ahead."""
         self.loop.call_soon_threadsafe(self.worker._read_ahead, self.job.stream.session_id)
 
     def chunk(self) -> bool:
@@ -478,8 +474,8 @@ class _Run:
             whole.append(self._unpack(part, n, offset_s, head))
             n += len(whole[-1])
             if len(whole) == 1:
-                self._engine_started()
-        self._engine_done()
+                self._may_read_ahead()
+        self._may_read_ahead()
         audio = np.concatenate(whole) if whole else np.zeros(0, np.float32)
         head.append(ChunkPcm(job.index, accepted_chars(job), to_pcm16(audio)))
         return Paused(self.worker, iter([audio]), head, offset_s=offset_s)
@@ -504,7 +500,7 @@ class _Run:
                 item = next(r.pieces, None)
                 if item is None:
                     if job.audio is None:
-                        self._engine_done()
+                        self._may_read_ahead()
                     return True
                 if not self.live():
                     return False
@@ -512,7 +508,7 @@ class _Run:
                 if r.first_s is None:
                     r.first_s = r.active_s + time.perf_counter() - self.t0
                     if job.audio is None:
-                        self._engine_started()
+                        self._may_read_ahead()
                 r.audio_n += len(piece)
                 r.piece, r.offset = piece, 0
             if not self._slices(r):

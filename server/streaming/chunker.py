@@ -32,7 +32,7 @@ Policy (see :class:`ChunkPolicy` for the numbers):
   boundary (``, ; :`` or a dash followed by whitespace, an em dash also directly before a word,
   or full-width ``，、：``) once the chunk has ``first_min_words`` words, else at a sentence end;
   if it grows beyond ``first_max_chars`` with neither, at the last whitespace within that limit.
-* Hurry: while the engine has more work in hand than threads (the owner sets ``hurry``), a
+* Hurry: while the engine has as much work in hand as threads (the owner sets ``hurry``), a
   first chunk whose end is known is cut after ``hurry_words`` words when at least three
   follow. Only a known end: a cut decided while the sentence still arrives could leave one
   word on its own.
@@ -217,7 +217,7 @@ class SentenceChunker:
         # For the chunks the last push/flush returned: the pushed characters each one
         # accounts for (the whitespace before it, then the chunk itself).
         self.raw_lengths: list[int] = []
-        # Set by the owner before a push or flush: the engine has more work in hand than
+        # Set by the owner before a push or flush: the engine has as much work in hand as
         # threads, so a first chunk may be cut short (ChunkPolicy.hurry_words).
         self.hurry = False
 
