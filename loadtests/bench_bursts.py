@@ -40,13 +40,21 @@ SENTENCES = [
     "The doctor can see you next Monday after lunch.",
     "We found three hotels near the beach with free parking.",
 ]
-# Configurations compared: one chunk at a time, one engine process per usable CPU with
-# first sentences whole, and today's default (the same, first chunks cut short while
-# the engine is saturated). The default goes last.
+# Configurations compared: one engine process per usable CPU (each with every CPU)
+# with first sentences whole, the same with first chunks cut short while the engine is
+# saturated, and the default (the CPUs shared out among engines; hurried). "cpus" is
+# replaced by the usable CPUs. The default goes last.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "engine_threads=1": {"engine_threads": 1},
-    "one per CPU, first sentences whole (chunk_hurry_words=0)": {"chunk_hurry_words": 0},
-    "default (one per CPU; chunk_hurry_words=5)": {},
+    "one engine per CPU, first sentences whole (chunk_hurry_words=0)": {
+        "engine_threads": "cpus",
+        "engine_process_threads": "cpus",
+        "chunk_hurry_words": 0,
+    },
+    "one engine per CPU, first chunks hurried": {
+        "engine_threads": "cpus",
+        "engine_process_threads": "cpus",
+    },
+    "default (CPUs shared out; first chunks hurried)": {},
 }
 
 
@@ -138,14 +146,19 @@ def _ms(xs: list[float], q: float) -> float:
 
 def bench_bursts(o: Opts) -> BurstsResult:
     from loadtests.bench import _finish, _goal
-    from server.config import usable_cpus
+    from server.config import Settings, usable_cpus
 
     lone_turns = 3 if o.smoke else 20
     rounds = 1 if o.smoke else 10
     # The whole machine (the question is what a node does with it); the ten clients
     # cost little next to ten sentences of Piper.
     cores = usable_cpus()
-    servers = {name: VoxwireServer(None, **cfg) for name, cfg in CONFIGS.items()}
+    configs: dict[str, dict[str, Any]] = {
+        name: {k: cores if v == "cpus" else v for k, v in cfg.items()}
+        for name, cfg in CONFIGS.items()
+    }
+    defaults = Settings()
+    servers = {name: VoxwireServer(None, **cfg) for name, cfg in configs.items()}
     lone: dict[str, list[float]] = {n: [] for n in servers}
     burst: dict[str, list[float]] = {n: [] for n in servers}
     try:
@@ -161,8 +174,8 @@ def bench_bursts(o: Opts) -> BurstsResult:
             srv.stop()
     rows = []
     for name in servers:
-        threads = CONFIGS[name].get("engine_threads", cores)
-        per_process = CONFIGS[name].get("engine_process_threads", cores)
+        threads = configs[name].get("engine_threads", defaults.engines())
+        per_process = configs[name].get("engine_process_threads", defaults.engine_cpu_threads())
         at_once = max(1, min(threads, cores // per_process))
         lone50 = _ms(lone[name], 50)
         p99 = _ms(burst[name], 99)

@@ -1,9 +1,10 @@
 """``voxwire bench peers``: voxwire side by side with two servers people run instead,
 on the same voice file and the same texts, in one run.
 
-- voxwire (native WebSocket protocol, Piper engine, default settings: one engine
-  process per usable CPU; and a second server with ``engine_threads=1``, the old
-  default, for the capacity row);
+- voxwire (native WebSocket protocol, Piper engine, default settings: the usable
+  CPUs shared out among engine processes, one on 2 CPUs; and a second server with one
+  engine process per usable CPU, each with every CPU, the morning's default of issue
+  15, for the capacity row);
 - wyoming-piper 2.5.2 (Home Assistant's Piper server, Wyoming protocol over TCP),
   with its text streaming (``synthesize-start``/``-chunk``/``-stop``);
 - Piper's own HTTP server (``python -m piper.http_server``), which takes whole texts:
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 RATE = 22050  # the voice's own rate: every server sends 16-bit PCM at it
 VOXWIRE, WYOMING, HTTP = "voxwire", "wyoming-piper", "piper-http"
-VOXWIRE2 = "voxwire engine_threads=1"
+VOXWIRE2 = "voxwire one engine per CPU"
 SERVERS = (VOXWIRE, WYOMING, HTTP)
 LABELS = {
     VOXWIRE: "voxwire",
@@ -637,7 +638,7 @@ class PeersResult(msgspec.Struct, kw_only=True):
     tokens_per_s: float
     hold_s: float
     servers: list[PeerResult]
-    voxwire_engine_threads_1: Capacity
+    voxwire_one_per_cpu: Capacity
 
 
 def _version(pkg: str) -> str:
@@ -668,10 +669,10 @@ def _markdown(res: PeersResult) -> str:
         ["(its audio length, s)"] + [r.paragraph_audio_s for r in cols],
         ["Most concurrent real-time sessions, none with an underrun"]
         + [r.capacity.capacity for r in cols],
-        ["… voxwire with engine_threads=1", res.voxwire_engine_threads_1.capacity, None, None],
+        ["… voxwire with one engine per CPU", res.voxwire_one_per_cpu.capacity, None, None],
     ]
     md = report.md_table(["measure", *(LABELS[s] for s in SERVERS)], rows)
-    caps = [*(r.capacity for r in cols), res.voxwire_engine_threads_1]
+    caps = [*(r.capacity for r in cols), res.voxwire_one_per_cpu]
     md += "\n" + report.md_table(
         [
             "capacity step",
@@ -719,8 +720,9 @@ def _notes(res: PeersResult, o: Opts, z: Sizes) -> list[str]:
         f"(wyoming {v['wyoming']}). Servers on CPU {cpus}, this client on CPU {ccpus}. "
         "Output: "
         + "; ".join(f"{LABELS[s]}: {_OUTPUT[s]}" for s in SERVERS)
-        + ". voxwire: default settings (Piper engine, engine_threads 0: one engine process "
-        "per usable CPU, each with its share of the CPUs for onnxruntime).",
+        + ". voxwire: default settings (Piper engine; engine_threads 0 and "
+        "engine_process_threads 0: the CPUs shared out among engine processes, at most 4 "
+        "onnxruntime threads each).",
         "How each runs Piper (from their source): voxwire in engine processes, "
         "engine_threads syntheses at once; wyoming-piper one synthesis at a time for all "
         "its connections (a global lock, in its event loop), a sentence's audio sent once "
@@ -756,8 +758,9 @@ def _notes(res: PeersResult, o: Opts, z: Sizes) -> list[str]:
         f"the step's time to first audio p99 ≤ {TTFA_P99_MAX_MS:g} ms. N goes "
         f"{', '.join(map(str, z.steps))} until a step with any session not OK"
         + (" (a failing step is run once more; both are listed)" if z.retry else "")
-        + "; the capacity is the last N that passed. engine_threads=1: a second voxwire "
-        "server, one synthesis at a time (the default before issue 15).",
+        + "; the capacity is the last N that passed. One engine per CPU: a second voxwire "
+        "server with engine_threads = the usable CPUs, each process with every CPU "
+        "(the default on the morning of 2026-12-01).",
     ]
 
 
@@ -817,7 +820,11 @@ def bench_peers(o: Opts) -> PeersResult:
             paras = asyncio.run(_paragraphs(peers, para, o.e2e_reps))
             print(f"paragraph: {o.e2e_reps} on each server", flush=True)
             caps = {p.name: _capacity(p, z, o) for p in peers}
-    with _voxwire(cpus, VOXWIRE2, engine_threads=1) as vox2, _affinity(o.client_cpus):
+    from server.config import usable_cpus
+
+    n = len(cpus) if cpus else usable_cpus()
+    per_cpu = {"engine_threads": n, "engine_process_threads": n}
+    with _voxwire(cpus, VOXWIRE2, **per_cpu) as vox2, _affinity(o.client_cpus):
         cap2 = _capacity(vox2, z, o)
     servers = []
     for p in peers:
@@ -848,7 +855,7 @@ def bench_peers(o: Opts) -> PeersResult:
         tokens_per_s=o.tokens_per_s,
         hold_s=z.hold_s,
         servers=servers,
-        voxwire_engine_threads_1=cap2,
+        voxwire_one_per_cpu=cap2,
     )
     _finish(o, "peers", res, [], _notes(res, o, z), _markdown(res))
     return res

@@ -18,6 +18,13 @@ from server.settings_source import SettingsSource
 ENV_PREFIX = "VOXWIRE_"
 
 
+# onnxruntime threads one Piper process gets by default. Two make a lone sentence 1.4x
+# faster than one (bench/piper_threads.py); past a few, a small model gains little per
+# thread and more engines side by side carry more. 4 is a judgement, not measured here
+# (a 2-core machine): set engine_process_threads on bigger ones.
+_MAX_PROCESS_THREADS = 4
+
+
 def usable_cpus() -> int:
     """CPUs this process may use: its affinity mask, and a container's CPU quota
     (cgroup ``cpu.max``) when that is lower, so a pinned or limited server counts what
@@ -69,8 +76,9 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             ge=0,
             le=64,
             description="Chunks an engine synthesizes at once (worker threads, and as "
-            "many engine processes); 0 = one per CPU this process may use, so a node "
-            "uses every core.",
+            "many engine processes); 0 = as many as fit the CPUs this process may use "
+            "with `engine_process_threads` each (one on 2 CPUs): two syntheses sharing "
+            "the cores slow each other's first audio (BENCHMARKS.md, issue 15).",
         ),
     ] = 0
     engine_process_threads: Annotated[
@@ -79,10 +87,10 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             ge=0,
             le=64,
             description="Threads each Piper process gives onnxruntime; 0 = every CPU "
-            "this process may use, so a lone sentence is made as fast as Piper makes it "
-            "on its own (one thread each: about 1.7x slower first audio on 2 cores, a "
-            "little more throughput when all are busy; BENCHMARKS.md). They never "
-            "spin-wait: an idle spinning thread takes a core from the other processes.",
+            "this process may use, at most 4, so a lone sentence is made as fast as "
+            "Piper makes it on its own (one thread each: about 1.7x slower first audio "
+            "on 2 cores; BENCHMARKS.md). They never spin-wait: an idle spinning thread "
+            "takes a core from the other processes.",
         ),
     ] = 0
     warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True
@@ -524,12 +532,15 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
     ] = 100
 
     def engines(self) -> int:
-        """``engine_threads``, with 0 resolved to the CPUs this process may use."""
-        return self.engine_threads or usable_cpus()
+        """``engine_threads``, with 0 resolved to as many engines as fit the usable CPUs
+        with ``engine_cpu_threads`` each (at least one): the cores are shared out, not
+        oversubscribed."""
+        return self.engine_threads or max(1, usable_cpus() // self.engine_cpu_threads())
 
     def engine_cpu_threads(self) -> int:
-        """``engine_process_threads``, with 0 resolved to the CPUs this process may use."""
-        return self.engine_process_threads or usable_cpus()
+        """``engine_process_threads``, with 0 resolved to the usable CPUs, at most
+        _MAX_PROCESS_THREADS."""
+        return self.engine_process_threads or min(usable_cpus(), _MAX_PROCESS_THREADS)
 
     def __post_init__(self) -> None:
         parse_allowlist(self.rtp_allowed_destinations)  # a bad entry is named at start-up

@@ -62,15 +62,27 @@ def test_serve_rejects_a_bad_setting_clearly() -> None:
 
 
 def test_engine_threads_fit_the_cpus_this_process_may_use() -> None:
-    """0 (the default) means one engine per usable CPU, each with every usable CPU for
-    onnxruntime; set values are kept."""
+    """0 (the default) gives each engine process every usable CPU up to 4 for onnxruntime,
+    and as many engines as fit the CPUs that way; set values are kept."""
     cpus = config.usable_cpus()
+    per = min(cpus, 4)
     s = config.load_settings({})
-    assert (s.engines(), s.engine_cpu_threads()) == (cpus, cpus)
+    assert (s.engines(), s.engine_cpu_threads()) == (max(1, cpus // per), per)
     s = config.load_settings({"VOXWIRE_ENGINE_THREADS": "1"})
-    assert (s.engines(), s.engine_cpu_threads()) == (1, cpus)
+    assert (s.engines(), s.engine_cpu_threads()) == (1, per)
+    s = config.load_settings({"VOXWIRE_ENGINE_PROCESS_THREADS": "1"})
+    assert (s.engines(), s.engine_cpu_threads()) == (cpus, 1)
     s = config.load_settings({"VOXWIRE_ENGINE_THREADS": "3", "VOXWIRE_ENGINE_PROCESS_THREADS": "2"})
     assert (s.engines(), s.engine_cpu_threads()) == (3, 2)
+
+
+def test_sixteen_cpus_share_out_among_four_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a bigger machine the default neither oversubscribes nor leaves cores idle."""
+    monkeypatch.setattr(config, "usable_cpus", lambda: 16)
+    s = config.load_settings({})
+    assert (s.engines(), s.engine_cpu_threads()) == (4, 4)
+    monkeypatch.setattr(config, "usable_cpus", lambda: 3)
+    assert (s.engines(), s.engine_cpu_threads()) == (1, 3)
 
 
 def test_a_pinned_server_counts_only_its_cpus() -> None:

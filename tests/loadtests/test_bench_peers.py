@@ -58,8 +58,8 @@ def test_peers_smoke(tmp_path: Path) -> None:
     # the same 54 words in the same voice: about 15 s of speech from each server
     assert all(8 < s < 30 for s in lengths), lengths
     assert max(lengths) / min(lengths) < 1.15, lengths
-    _sane_capacity(res.voxwire_engine_threads_1, SMOKE.steps)
+    _sane_capacity(res.voxwire_one_per_cpu, SMOKE.steps)
     md = (tmp_path / "peers.md").read_text()
     for label in ("voxwire", "wyoming-piper 2.5.2", "Piper HTTP server"):
         assert label in md
-    assert "Most concurrent real-time sessions" in md and "engine_threads=1" in md
+    assert "Most concurrent real-time sessions" in md and "one engine per CPU" in md

@@ -194,8 +194,10 @@ def test_bursts_smoke(tmp_path: Path) -> None:
         assert r.burst_sessions == 2 * BURST and r.lone_turns >= 2  # two alternations
         assert r.lone_p50_ms > 0 and 0 < r.burst_p50_ms <= r.burst_p99_ms <= r.burst_max_ms
         assert r.ratio_p99_to_lone_p50 == round(r.burst_p99_ms / r.lone_p50_ms, 2)
-    assert res.configs[0].engine_threads == 1
-    assert res.configs[1].engine_threads == res.configs[2].engine_threads == res.cores
+    from server.config import Settings
+
+    assert res.configs[0].engine_threads == res.configs[1].engine_threads == res.cores
+    assert res.configs[2].engine_threads == Settings().engines()
 
 
 def test_profile_smoke(tmp_path: Path) -> None:
