@@ -6,47 +6,17 @@ Every limit the server enforces lives here, so each is explicit and configurable
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Literal
 
 import msgspec
 
 from server.config_voices import VoiceSettings
+from server.cpus import MAX_PROCESS_THREADS
+from server.cpus import usable_cpus as usable_cpus  # (re-exported: config.usable_cpus)
 from server.rtp.policy import parse_allowlist
 from server.settings_source import SettingsSource
 
 ENV_PREFIX = "VOXWIRE_"
-
-
-# onnxruntime threads one Piper process gets by default. Two make a lone sentence 1.4x
-# faster than one (bench/piper_threads.py); past a few, a small model gains little per
-# thread and more engines side by side carry more. 4 is a judgement, not measured here
-# (a 2-core machine): set engine_process_threads on bigger ones.
-_MAX_PROCESS_THREADS = 4
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity mask, and a container's CPU quota
-    (cgroup ``cpu.max``) when that is lower, so a pinned or limited server counts what
-    it was given, not the machine's."""
-    try:
-        n = len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    return max(1, min(n, quota)) if quota else n
-
-
-def _cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
-    """The cgroup v2 CPU limit rounded up to whole CPUs, or None (no limit, no file)."""
-    try:
-        with open(path) as f:
-            quota, period = f.read().split()[:2]
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    return -(-int(quota) // int(period))
 
 
 # Field documentation lives in the Meta so the README table is generated from the code.
@@ -539,8 +509,8 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
 
     def engine_cpu_threads(self) -> int:
         """``engine_process_threads``, with 0 resolved to the usable CPUs, at most
-        _MAX_PROCESS_THREADS."""
-        return self.engine_process_threads or min(usable_cpus(), _MAX_PROCESS_THREADS)
+        MAX_PROCESS_THREADS."""
+        return self.engine_process_threads or min(usable_cpus(), MAX_PROCESS_THREADS)
 
     def __post_init__(self) -> None:
         parse_allowlist(self.rtp_allowed_destinations)  # a bad entry is named at start-up

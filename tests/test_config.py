@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -94,16 +93,3 @@ def test_a_pinned_server_counts_only_its_cpus() -> None:
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert out.stdout.split() == ["1", "1"]
-
-
-@pytest.mark.parametrize(
-    ("content", "cpus"),
-    [("max 100000\n", None), ("150000 100000\n", 2), ("200000 100000\n", 2), ("", None)],
-)
-def test_a_container_cpu_limit_is_rounded_up_to_whole_cpus(
-    tmp_path: Path, content: str, cpus: int | None
-) -> None:
-    f = tmp_path / "cpu.max"
-    f.write_text(content)
-    assert config._cgroup_cpu_quota(str(f)) == cpus
-    assert config._cgroup_cpu_quota(str(tmp_path / "absent")) is None

@@ -201,7 +201,9 @@ async def test_a_resume_after_whole_chunks_continues_at_the_right_character(
     few characters early (it once said the last chunk's full stop again)."""
     _, b = nodes
     a = ServerProcess(redis_url=redis_server.url, max_unsent_audio_s=1.0, drain_grace_s=0.3)
-    text = FOX + "  " + PART_B + "\n" + STATION + PART_A
+    # Enough after the third chunk that it cannot all be made and sent within the drain
+    # grace (0.3 s): the session must still be mid-utterance when the node goes.
+    text = FOX + "  " + PART_B + "\n" + STATION + PART_A + PART_B + PART_A
     try:
         a.wait_ready()
         ws, first = await _start(a.ws_url)

@@ -25,8 +25,8 @@ and encoding never run on the event loop. Scheduling rules:
   session has work queued (theirs comes first) and the engine can start work
   without waiting (``try_synthesize``: the process engines).
 
-A plain ``asyncio.Queue`` is FIFO across sessions, so one chatty session would
-delay everyone's first audio; hence this small scheduler.
+(A plain ``asyncio.Queue`` is FIFO across sessions: one chatty session would delay
+everyone's first audio.)
 """
 
 from __future__ import annotations
@@ -152,9 +152,11 @@ class EngineWorker:
         return self._queue.depth
 
     def saturated(self) -> bool:
-        """Whether a new first chunk would wait: the jobs running and queued fill every
-        thread (the chunker then cuts first chunks shorter: ChunkPolicy.hurry_words)."""
-        return self._running + self._queue.depth >= self.threads
+        """Whether a new first chunk would wait (ChunkPolicy.hurry_words): live jobs fill
+        every thread. A cancelled one stops at its next slice: a barge-in's next
+        utterance is not hurried by the one it replaced."""
+        live = sum(1 for j in self._running_jobs if j.generation == j.stream.generation)
+        return live + self._queue.depth >= self.threads
 
     def submit(self, job: Job) -> None:
         job.queued_at = time.perf_counter()  # (a job moved here from another worker waits anew)
@@ -403,17 +405,15 @@ class _Run:
             self.job.stream.deliver, self.job.generation, items
         ):
             # Let the event loop thread have the GIL and the core now, so these frames
-            # leave at once instead of after the GIL's switch interval (5 ms), which
-            # is how long it otherwise waits on a core this thread keeps busy.
+            # leave at once, not after the GIL's 5 ms switch interval on a busy core.
             os.sched_yield()
 
     def live(self) -> bool:
         return self.job.stream.generation == self.job.generation
 
     def _may_read_ahead(self) -> None:
-        """The chunk's first audio is in (the next chunk may synthesize on another process
-        beside this one's later sentences), or all of it (the next chunk may have been
-        queued since): the loop may read ahead."""
+        """The chunk's first audio is in (the next chunk may synthesize beside the rest),
+        or all of it (the next may have been queued since): the loop may read ahead."""
         self.loop.call_soon_threadsafe(self.worker._read_ahead, self.job.stream.session_id)
 
     def chunk(self) -> bool:
