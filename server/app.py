@@ -28,6 +28,7 @@ from server.access import AccessControl, mint_token
 from server.appstate import AppState as AppState  # re-exported until every user imports appstate
 from server.auth import AuthError, KeyRing, Tokens, parse_keys
 from server.config import Settings
+from server.cpus import usable_cpus
 from server.engines.base import Engine
 from server.engines.f5.engine import F5Engine
 from server.engines.piper import PiperEngine
@@ -108,6 +109,15 @@ def chunk_policy(settings: Settings) -> ChunkPolicy:
         first_max_chars=min(d.first_max_chars, settings.chunk_max_chars),
         max_target_chars=min(d.max_target_chars, settings.chunk_max_chars),
     )
+
+
+def _worker_threads(name: str, settings: Settings) -> int:
+    """Threads of an engine's worker. The zero-cost engine makes no audio work of its
+    own (it stands in for a GPU's): its threads only resample and encode, so there is
+    one per usable CPU, not one per engine process's share of them."""
+    if name == "replay" and not settings.engine_threads:
+        return usable_cpus()
+    return settings.engines()
 
 
 def _verbalizes(engine: str, settings: Settings) -> bool:
@@ -248,7 +258,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None) -> 
             else:
                 worker = EngineWorker(
                     engine,
-                    settings.engines(),
+                    _worker_threads(name, settings),
                     on_queue_depth=gauge.set,
                     on_output_cut=state.metrics.engine_output_cut.labels(name).inc,
                     # espeak-ng misreads currency, dates, units (docs/normalization.md)

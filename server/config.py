@@ -48,7 +48,8 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             description="Chunks an engine synthesizes at once (worker threads, and as "
             "many engine processes); 0 = as many as fit the CPUs this process may use "
             "with `engine_process_threads` each (one on 2 CPUs): two syntheses sharing "
-            "the cores slow each other's first audio (BENCHMARKS.md, issue 15).",
+            "the cores slow each other's first audio (BENCHMARKS.md, issue 15); the "
+            "zero-cost `replay` engine, whose threads only encode: one per usable CPU.",
         ),
     ] = 0
     engine_process_threads: Annotated[
@@ -63,6 +64,18 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             "takes a core from the other processes.",
         ),
     ] = 0
+    engine_busy_threads: Annotated[
+        int,
+        _D(
+            ge=0,
+            le=64,
+            description="Threads of a Piper synthesis that starts while others run and "
+            "`engine_process_threads` more would oversubscribe the CPUs; 0 = always "
+            "`engine_process_threads`. A lone sentence gets every core (fast first "
+            "audio); under load syntheses run side by side on a core each, which makes "
+            "more speech per CPU second than sharing every core (BENCHMARKS.md, issue 15).",
+        ),
+    ] = 1
     warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True
     engine_isolation: Annotated[
         Literal["process", "thread"],
@@ -503,9 +516,11 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
 
     def engines(self) -> int:
         """``engine_threads``, with 0 resolved to as many engines as fit the usable CPUs
-        with ``engine_cpu_threads`` each (at least one): the cores are shared out, not
-        oversubscribed."""
-        return self.engine_threads or max(1, usable_cpus() // self.engine_cpu_threads())
+        with ``engine_busy_threads`` each (in engine processes; else, or with 0 there,
+        ``engine_cpu_threads``), at least one: the cores are shared out under load."""
+        narrow = self.engine_busy_threads if self.engine_isolation == "process" else 0
+        per = narrow or self.engine_cpu_threads()
+        return self.engine_threads or max(1, usable_cpus() // per)
 
     def engine_cpu_threads(self) -> int:
         """``engine_process_threads``, with 0 resolved to the usable CPUs, at most

@@ -62,10 +62,16 @@ def test_serve_rejects_a_bad_setting_clearly() -> None:
 
 def test_engine_threads_fit_the_cpus_this_process_may_use() -> None:
     """0 (the default) gives each engine process every usable CPU up to 4 for onnxruntime,
-    and as many engines as fit the CPUs that way; set values are kept."""
+    and as many engines as fit the CPUs at ``engine_busy_threads`` (1) each: under load
+    a core each; set values are kept."""
     cpus = config.usable_cpus()
     per = min(cpus, 4)
     s = config.load_settings({})
+    assert (s.engines(), s.engine_cpu_threads(), s.engine_busy_threads) == (cpus, per, 1)
+    # without narrow syntheses (or with no engine processes): as many as fit at ``per``
+    s = config.load_settings({"VOXWIRE_ENGINE_BUSY_THREADS": "0"})
+    assert (s.engines(), s.engine_cpu_threads()) == (max(1, cpus // per), per)
+    s = config.load_settings({"VOXWIRE_ENGINE_ISOLATION": "thread"})
     assert (s.engines(), s.engine_cpu_threads()) == (max(1, cpus // per), per)
     s = config.load_settings({"VOXWIRE_ENGINE_THREADS": "1"})
     assert (s.engines(), s.engine_cpu_threads()) == (1, per)
@@ -75,10 +81,12 @@ def test_engine_threads_fit_the_cpus_this_process_may_use() -> None:
     assert (s.engines(), s.engine_cpu_threads()) == (3, 2)
 
 
-def test_sixteen_cpus_share_out_among_four_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sixteen_cpus_share_out_among_engines(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a bigger machine the default neither oversubscribes nor leaves cores idle."""
     monkeypatch.setattr(config, "usable_cpus", lambda: 16)
     s = config.load_settings({})
+    assert (s.engines(), s.engine_cpu_threads()) == (16, 4)  # four threads alone, one busy
+    s = config.load_settings({"VOXWIRE_ENGINE_BUSY_THREADS": "0"})
     assert (s.engines(), s.engine_cpu_threads()) == (4, 4)
     monkeypatch.setattr(config, "usable_cpus", lambda: 3)
     assert (s.engines(), s.engine_cpu_threads()) == (1, 3)

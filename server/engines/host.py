@@ -93,6 +93,8 @@ def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
 def _pieces(engine: Engine, msg: ipc.Synthesize) -> Iterator[Audio | Timed]:
     # Options go only to an engine that takes them (stream set-up refused them otherwise).
     extra = {} if msg.options is None else {"options": msg.options}
+    if hasattr(engine, "narrow"):  # Piper: this request's onnxruntime session
+        engine.narrow = msg.narrow
     timed = getattr(engine, "synthesize_timed", None) if msg.timed else None
     if timed is not None:
         pieces: Iterator[Audio | Timed] = timed(msg.text, msg.voice, msg.speed, **extra)

@@ -1,4 +1,4 @@
-"""What engine workers take and give: jobs, their output, and the fair queue.
+"""What engine workers take and give: jobs, their output, and the deadline queue.
 
 A job is one text chunk (or a flush/end marker) of one stream. The worker runs
 it on its threads and hands the output to the stream's ``deliver`` on the event
@@ -132,7 +132,7 @@ class Stream:
         self.chunk_pcm = chunk_pcm
         # When the listener's audio runs out (perf_counter seconds), were it played in real
         # time from when it was made; 0.0 while this utterance has none. The queue's
-        # deadline for the stream's next chunk (FairQueue.deadline). Written on the loop.
+        # deadline for the stream's next chunk (DeadlineQueue.deadline). Written on the loop.
         self.runs_out = 0.0
 
     def played(self, seconds: float) -> None:
@@ -232,7 +232,7 @@ class Paused:
 _LEAD_S = 0.3
 
 
-class FairQueue:
+class DeadlineQueue:
     """Per-session job queues, served earliest deadline first. A job's deadline is when
     its listener would notice it waiting: a first chunk of an utterance (or a flush/end
     marker) at once, from when it was queued; a later chunk when the audio its session
@@ -343,3 +343,12 @@ class FairQueue:
         if jobs:
             self._set_depth(self._depth - len(jobs))
         return jobs
+
+
+def skip_sent(job: Job, frames: list[bytes]) -> list[bytes]:
+    """Drop the frames of a resumed chunk that another node already sent."""
+    if not job.skip_frames or not frames:
+        return frames
+    n = min(job.skip_frames, len(frames))
+    job.skip_frames -= n
+    return frames[n:]

@@ -47,6 +47,10 @@ class PiperEngine:
         self._files = catalogue(self.options)
         # Loaded voices, the one used longest ago first (at most options.max_resident).
         self._voices: OrderedDict[str, Any] = OrderedDict()
+        # The same voices on sessions of options.busy_threads, made on first use.
+        self._narrow: dict[str, Any] = {}
+        # Set by the engine process's host for each request: others run beside it.
+        self.narrow = False
         self._lock = threading.Lock()
         self.sample_rate = ENGINE_RATE
         self._loaded = False
@@ -115,15 +119,35 @@ class PiperEngine:
             self._voices[voice] = pv
             while len(self._voices) > self.options.max_resident:
                 dropped, _ = self._voices.popitem(last=False)
+                self._narrow.pop(dropped, None)
                 log.info("piper_voice_unloaded", voice=dropped, resident=len(self._voices))
             log.info("piper_voice_loaded", voice=voice, resident=len(self._voices))
             self.events("resident_voices", self.name, str(len(self._voices)))
             return pv
 
+    def _session_voice(self, voice: str) -> Any:
+        """The voice on the session this request asked for (``narrow``: others run
+        beside it, so it gets ``busy_threads``; a narrow copy is made on first use)."""
+        pv = self._voice(voice)
+        threads = self.options.busy_threads
+        if not (self.narrow and threads and threads != self.options.threads):
+            return pv
+        with self._lock:
+            narrow = self._narrow.get(voice)
+        if narrow is None:
+            from piper import PiperVoice
+
+            f = self._files[voice]
+            narrow = _load(PiperVoice, Path(f.model), Path(f.config), threads)
+            with self._lock:
+                if voice in self._voices:  # not unloaded meanwhile
+                    self._narrow[voice] = narrow
+        return narrow
+
     def synthesize(
         self, text: str, voice: str, speed: float, options: EngineOptions | None = None
     ) -> Iterator[Audio]:
-        pv = self._voice(voice)
+        pv = self._session_voice(voice)
         cfg = self._config(pv, voice, speed, options)
         rate = int(pv.config.sample_rate)
         # Piper yields one array per sentence of the chunk; pass each on at once.
@@ -137,7 +161,7 @@ class PiperEngine:
         model's phoneme durations (the samples it made for each phoneme, ``speed``
         included). Without alignments (the onnx package missing) the words' times are
         spread by phoneme count; if even the plan fails, the audio comes alone."""
-        pv = self._voice(voice)
+        pv = self._session_voice(voice)
         cfg = self._config(pv, voice, speed, options)
         rate = int(pv.config.sample_rate)
         timer = _timer(pv, text, rate)

@@ -26,13 +26,16 @@ class PiperOptions(msgspec.Struct, frozen=True, kw_only=True):
     voices_dir: str = ""
     max_resident: int = 4
     threads: int = 0  # onnxruntime threads per voice (0: onnxruntime's default)
+    # a synthesis the server starts beside others (Synthesize.narrow); 0: ``threads``
+    busy_threads: int = 0
 
     @classmethod
-    def from_settings(cls, s: VoiceSettings, threads: int = 0) -> PiperOptions:
+    def from_settings(cls, s: VoiceSettings, threads: int = 0, busy: int = 0) -> PiperOptions:
         return cls(
             voices_dir=s.piper_voices_dir,
             max_resident=s.piper_max_resident_voices,
             threads=threads,
+            busy_threads=busy,
         )
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
+from server.cpus import usable_cpus
 from server.engines import host, ipc
 from server.engines.base import Audio, EngineError, EngineInfo, EngineOptions, Timed, VoiceInfo
 from server.engines.child import exit_text, spawn
@@ -72,6 +73,7 @@ class ProcessOptions:
     quarantine_max: int = 4096
     warm_text: str = "Warming up."
     piper: PiperOptions = field(default_factory=PiperOptions)
+    cpus: int = 1  # usable CPUs, which the running syntheses' threads should not exceed
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -83,7 +85,8 @@ class ProcessOptions:
             max_rss_bytes=s.engine_max_rss_mb << 20,
             backoff_max_s=s.engine_restart_backoff_max_s,
             quarantine_s=s.engine_quarantine_s,
-            piper=PiperOptions.from_settings(s, s.engine_cpu_threads()),
+            piper=PiperOptions.from_settings(s, s.engine_cpu_threads(), s.engine_busy_threads),
+            cpus=usable_cpus(),
         )
 
 
@@ -190,8 +193,9 @@ class ProcessEngine:
             self._next_id += 1
             req = _Request(self._next_id, text, voice, deadline_s, key)
             p = self._idle.popleft()
+            narrow = self._narrow(req)
             p.current = req
-        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options, narrow))
         return Started(p, req, self._pieces(p, req) if timed else self._audio(p, req))
 
     def _start(
@@ -204,9 +208,9 @@ class ProcessEngine:
         with self._cond:
             self._next_id += 1
             req = _Request(self._next_id, text, voice, deadline_s, key)
-        p = self._checkout(req)
+        p, narrow = self._checkout(req)
         # If it died before the request reached it, its reader thread reports the death.
-        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options, narrow))
         return p, req
 
     def _audio(self, p: _Proc, req: _Request) -> Generator[Audio, None, None]:
@@ -252,7 +256,18 @@ class ProcessEngine:
     def _busy(self) -> int:
         return sum(1 for p in self._procs if p.ready and not p.dead and p.current is not None)
 
-    def _checkout(self, req: _Request) -> _Proc:
+    def _narrow(self, req: _Request) -> bool:
+        """How many threads ``req`` runs on (under the lock, as it starts): all of
+        ``piper.threads`` if they fit beside the running syntheses' on the usable CPUs,
+        else ``piper.busy_threads`` (when set): side by side, a core each makes more
+        speech per CPU second than every synthesis sharing every core."""
+        wide, busy = self.options.piper.threads, self.options.piper.busy_threads
+        running = sum(p.current.threads for p in self._procs if p.current is not None)
+        narrow = bool(busy) and running + wide > self.options.cpus
+        req.threads = busy if narrow else wide
+        return narrow
+
+    def _checkout(self, req: _Request) -> tuple[_Proc, bool]:
         deadline = time.monotonic() + self.options.start_timeout_s
         with self._cond:
             while not self._idle:
@@ -267,9 +282,10 @@ class ProcessEngine:
                     )
                 self._cond.wait(left)
             p = self._idle.popleft()
+            narrow = self._narrow(req)
             p.current = req
             req.started = time.monotonic()
-            return p
+            return p, narrow
 
     def _check_quarantine(self, key: str, text: str) -> None:
         now = time.monotonic()

@@ -33,6 +33,7 @@ class Request:
     deadline_s: float
     key: str
     started: float = field(default_factory=time.monotonic)
+    threads: int = 0  # the onnxruntime threads it runs on (0: not started, or not Piper)
     out: queue.SimpleQueue[Audio | Timed | Ended] = field(default_factory=queue.SimpleQueue)
     over: bool = False  # its end (finished, failed, died) has been put in ``out``
 

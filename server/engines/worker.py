@@ -1,11 +1,11 @@
-"""The engine worker: a fair asyncio job queue in front of an engine's threads.
+"""The engine worker: a deadline-ordered job queue in front of an engine's threads.
 
 Streams submit jobs (one text chunk each, or an utterance-end marker). A
 dispatcher coroutine hands them to a small thread pool, so synthesis, resampling
 and encoding never run on the event loop. Scheduling rules:
 
 - each stream has at most one job in flight, so its audio stays in order;
-- earliest deadline first (``FairQueue``): a first chunk of an utterance is due
+- earliest deadline first (``DeadlineQueue``): a first chunk of an utterance is due
   when it is queued (it decides time to first audio), a later chunk when its
   session's audio would run out less the engine's time to first audio; so a
   session about to fall silent goes ahead of one with seconds in hand;
@@ -46,8 +46,8 @@ from server.engines.jobs import (
     ChunkDone,
     ChunkPcm,
     ChunkTimings,
+    DeadlineQueue,
     EngineFailed,
-    FairQueue,
     Job,
     JobOwner,
     Output,
@@ -58,6 +58,7 @@ from server.engines.jobs import (
     WordTime,
     accepted_chars,
     drop_ahead,
+    skip_sent,
 )
 from server.engines.meter import NullMeter, QueueClock, WorkerMeter
 from server.engines.timing import remap
@@ -69,9 +70,9 @@ __all__ = [  # the job types are imported from here by the engines and the core
     "ChunkDone",
     "ChunkPcm",
     "ChunkTimings",
+    "DeadlineQueue",
     "EngineFailed",
     "EngineWorker",
-    "FairQueue",
     "Job",
     "JobOwner",
     "Output",
@@ -85,8 +86,10 @@ __all__ = [  # the job types are imported from here by the engines and the core
 log = structlog.get_logger("voxwire.worker")
 
 # Engine output is encoded in slices of this many seconds, so the first frames of a
-# long sentence leave before the rest of it is encoded.
+# long sentence leave before the rest of it is encoded; once a chunk's first _URGENT_S
+# are out its listener has audio in hand, and larger slices cost fewer hand-offs.
 _SLICE_S = 0.1
+_LATER_SLICE_S = 0.4
 # A first chunk is not paused for another until this much of its audio is out: by
 # then its listener has enough buffered to wait a few milliseconds.
 _URGENT_S = 0.5
@@ -111,7 +114,7 @@ class EngineWorker:
         # Piper's for_piper), or None: the text as it is.
         self.verbalize = verbalize
         self.threads = threads
-        self._queue = FairQueue(on_queue_depth)
+        self._queue = DeadlineQueue(on_queue_depth)
         self._busy: set[str] = set()
         self._running = 0
         self._wake = asyncio.Event()
@@ -389,7 +392,7 @@ class _Run:
     pauses (keeping where it was in ``job.paused``) when asked to yield its thread.
     """
 
-    __slots__ = ("job", "loop", "slice_n", "t0", "urgent_n", "worker")
+    __slots__ = ("job", "later_n", "loop", "slice_n", "t0", "urgent_n", "worker")
 
     def __init__(self, worker: EngineWorker, job: Job, loop: asyncio.AbstractEventLoop) -> None:
         self.worker = worker
@@ -398,6 +401,7 @@ class _Run:
         self.t0 = time.perf_counter()
         rate = worker.engine.sample_rate
         self.slice_n = max(1, int(rate * _SLICE_S))
+        self.later_n = max(1, int(rate * _LATER_SLICE_S))
         self.urgent_n = int(rate * _URGENT_S)
 
     def send(self, items: list[Output]) -> None:
@@ -420,7 +424,7 @@ class _Run:
         job = self.job
         r = job.paused
         job.paused = None
-        timed = False  # whether this run times the engine's lead (FairQueue.lead_s)
+        timed = False  # whether this run times the engine's lead (DeadlineQueue.lead_s)
         if r is None or r.worker is not self.worker:
             timed = job.ahead is None and job.audio is None
             r = self._begin()
@@ -435,7 +439,7 @@ class _Run:
             job.paused = r
             return True
         pipe = job.stream.pipeline
-        r.pending.extend(_skip(job, pipe.end_chunk()))
+        r.pending.extend(skip_sent(job, pipe.end_chunk()))
         rate = float(self.worker.engine.sample_rate)
         done = ChunkDone(
             job.index,
@@ -521,9 +525,10 @@ class _Run:
         pipe = job.stream.pipeline
         assert r.piece is not None
         while r.offset < len(r.piece):
-            part = r.piece[r.offset : r.offset + self.slice_n]
-            r.offset += self.slice_n
-            frames = _skip(job, pipe.push(part))
+            n = self.slice_n if r.pushed_n < self.urgent_n else self.later_n
+            part = r.piece[r.offset : r.offset + n]
+            r.offset += n
+            frames = skip_sent(job, pipe.push(part))
             r.pushed_n += len(part)
             if job.first and r.pushed_n >= self.urgent_n:
                 job.first = False  # its listener has audio: it may now be paused
@@ -539,12 +544,3 @@ class _Run:
         if r.offset >= len(r.piece):
             r.piece = None
         return True
-
-
-def _skip(job: Job, frames: list[bytes]) -> list[bytes]:
-    """Drop the frames of a resumed chunk that another node already sent."""
-    if not job.skip_frames or not frames:
-        return frames
-    n = min(job.skip_frames, len(frames))
-    job.skip_frames -= n
-    return frames[n:]

@@ -1,4 +1,4 @@
-"""The engine queue's order (FairQueue), without threads or an engine: deadlines from
+"""The engine queue's order (DeadlineQueue), without threads or an engine: deadlines from
 the listener's audio, first chunks, round robin, and what is skipped."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from server.engines.jobs import FairQueue, Job, Stream
+from server.engines.jobs import DeadlineQueue, Job, Stream
 from server.streaming.encoder import make_encoder
 from server.streaming.pipeline import AudioPipeline
 
@@ -21,7 +21,7 @@ def chunk(s: Stream, first: bool = False) -> Job:
     return Job(s, 0, "chunk", text="Some words.", first=first)
 
 
-def order(q: FairQueue, busy: set[str] | None = None) -> list[str]:
+def order(q: DeadlineQueue, busy: set[str] | None = None) -> list[str]:
     """Session of each job, in the order the queue hands them out one at a time."""
     out = []
     while jobs := q.pick(busy or set()):
@@ -35,7 +35,7 @@ def test_the_session_about_to_fall_silent_goes_first() -> None:
     calm.runs_out = now + 5.0  # five seconds of audio in hand
     close.runs_out = now + 0.35  # about to run out: its next chunk is due now
     later.runs_out = now + 2.0
-    q = FairQueue()
+    q = DeadlineQueue()
     for s in (calm, later, close):  # queued in round-robin order calm, later, close
         q.push(chunk(s))
     assert order(q) == ["close", "later", "calm"]
@@ -43,7 +43,7 @@ def test_the_session_about_to_fall_silent_goes_first() -> None:
 
 def test_a_first_chunk_goes_ahead_unless_another_would_underrun_first() -> None:
     calm, dry, new = stream("calm"), stream("dry"), stream("new")
-    q = FairQueue()
+    q = DeadlineQueue()
     q.lead_s = 0.3
     now = time.perf_counter()
     calm.runs_out = now + 3.0
@@ -60,7 +60,7 @@ def test_a_first_chunk_goes_ahead_unless_another_would_underrun_first() -> None:
 
 def test_equal_deadlines_are_served_round_robin() -> None:
     a, b = stream("a"), stream("b")  # later chunks, no audio made yet (a resumed session)
-    q = FairQueue()
+    q = DeadlineQueue()
     for _ in range(3):
         q.push(chunk(a))
     for _ in range(3):
@@ -71,7 +71,7 @@ def test_equal_deadlines_are_served_round_robin() -> None:
 def test_busy_and_backpressured_sessions_wait_their_turn() -> None:
     ready = ["a"]
     a, b, c = stream("a", ready), stream("b", ready), stream("c", ready)
-    q = FairQueue()
+    q = DeadlineQueue()
     for s in (a, b, c):
         q.push(chunk(s, first=True))
     assert order(q, busy={"a"}) == []  # b and c do not take work, a is busy
@@ -85,7 +85,7 @@ def test_a_batch_is_picked_in_deadline_order() -> None:
     streams = [stream(n) for n in "abcd"]
     for s, ahead in zip(streams, (4.0, 1.0, 3.0, 2.0), strict=True):
         s.runs_out = now + ahead
-    q = FairQueue()
+    q = DeadlineQueue()
     for s in streams:
         q.push(chunk(s))
     assert [j.stream.session_id for j in q.pick(set(), limit=3)] == ["b", "d", "c"]
@@ -104,7 +104,7 @@ def test_played_audio_moves_the_deadline_and_silence_restarts_it() -> None:
 
 
 def test_the_lead_follows_the_engine() -> None:
-    q = FairQueue()
+    q = DeadlineQueue()
     for _ in range(30):
         q.observe_lead(1.2)  # a slow engine (F5 on a CPU)
     assert q.lead_s == pytest.approx(1.2, abs=0.01)

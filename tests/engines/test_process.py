@@ -218,3 +218,55 @@ def test_a_read_ahead_starts_only_on_an_idle_process_and_cancels_when_dropped(
         assert events.count("restart") == 0
     finally:
         e.close()
+
+
+def test_a_synthesis_beside_others_runs_on_the_busy_threads(events: Events) -> None:
+    """A chunk that starts alone gets every thread (fast first audio); one that starts
+    while the running ones' threads already fill the CPUs gets ``busy_threads``."""
+    from server.engines.piper_voices import PiperOptions
+
+    piper = PiperOptions(threads=2, busy_threads=1)
+    e = ProcessEngine("piper", ProcessOptions(size=3, warm_text="", piper=piper, cpus=2), events)
+    try:
+        e.load()
+        ref = _speak(e, HELLO)  # alone: every thread
+        long = "One sentence here. " * 40
+        first = e.try_synthesize(long, VOICE, 1.0, False)
+        second = e.try_synthesize(long, VOICE, 1.0, False)
+        third = e.try_synthesize(HELLO, VOICE, 1.0, False)
+        assert first is not None and second is not None and third is not None
+        assert [s._req.threads for s in (first, second, third)] == [2, 1, 1]
+        # the narrow one speaks as the wide one does
+        n = sum(len(a) for a in third if isinstance(a, np.ndarray))
+        assert n == pytest.approx(ref, rel=0.3)
+        first.close()
+        second.close()
+        _wait(lambda: len(e._idle) == 3)
+        alone = e.try_synthesize(HELLO, VOICE, 1.0, False)
+        assert alone is not None and alone._req.threads == 2  # alone again: every thread
+        alone.close()
+    finally:
+        e.close()
+
+
+def test_the_host_gives_a_narrow_request_the_busy_session() -> None:
+    """An engine process's host tells Piper which session a request runs on."""
+    from server.engines import host, ipc
+    from server.engines.piper import PiperEngine
+    from server.engines.piper_voices import PiperOptions
+
+    engine = PiperEngine(PiperOptions(threads=2, busy_threads=1))
+    engine.load()
+    wide = _samples(host._pieces(engine, ipc.Synthesize(1, HELLO, VOICE, 1.0)))
+    assert not engine._narrow
+    msg = ipc.Synthesize(2, HELLO, VOICE, 1.0, narrow=True)
+    narrow = _samples(host._pieces(engine, msg))
+    opts = engine._narrow[VOICE].session.get_session_options()
+    assert opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert engine._voice(VOICE).session.get_session_options().intra_op_num_threads == 2
+    assert narrow == pytest.approx(wide, rel=0.3) and narrow > 22050 * 0.5
+
+
+def _samples(pieces: Iterator[object]) -> int:
+    return sum(len(a) for a in pieces if isinstance(a, np.ndarray))

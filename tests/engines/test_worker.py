@@ -249,6 +249,42 @@ async def test_first_chunk_pauses_a_long_chunk_which_resumes_intact(replay: Repl
     ]
 
 
+class SliceRecorder(AudioPipeline):
+    """A real pipeline that records how much engine audio each push brought."""
+
+    def __init__(self, rate: int) -> None:
+        super().__init__(rate, make_encoder("pcm_s16le", 16000, 20, None))
+        self.pushes: list[int] = []
+
+    def push(self, samples: Any) -> list[bytes]:
+        self.pushes.append(len(samples))
+        return super().push(samples)
+
+
+async def test_a_chunk_leaves_in_small_slices_until_its_listener_has_audio(
+    replay: ReplayEngine,
+) -> None:
+    engine = FixedSpeech(replay)
+    rate = engine.sample_rate
+    owner = Owner("a", rate, [])
+    owner.pipeline = recorder = SliceRecorder(rate)
+    worker = EngineWorker(engine, threads=1)
+    worker.start()
+    worker.submit(chunk(owner, 0, text="x" * 45, first=True))  # about 3 s of speech
+    worker.submit(Job(owner, 0, "flush"))
+    await asyncio.wait_for(owner.done.wait(), 30)
+    await worker.stop()
+    small, large = int(rate * 0.1), int(rate * 0.4)
+    # 0.1 s slices until 0.5 s is out (the first frames leave at once), then 0.4 s ones:
+    # a quarter of the hand-offs for the rest, whose listener has audio in hand.
+    assert recorder.pushes[:5] == [small] * 5
+    assert recorder.pushes[5:-1] == [large] * (len(recorder.pushes) - 6)
+    assert 0 < recorder.pushes[-1] <= large
+    total_s = sum(recorder.pushes) / rate  # (the text's audio bound trims the 3 s)
+    assert total_s > 2.0
+    assert abs(len(owner.frames()) - total_s / 0.02) <= 1  # every 20 ms frame came out
+
+
 class Runaway(FixedSpeech):
     """Real speech, but 46 s of it for any text (what Piper made of 80 family emoji),
     in 2 s pieces; it records the text it was given."""

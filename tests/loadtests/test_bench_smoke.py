@@ -210,3 +210,24 @@ def test_profile_smoke(tmp_path: Path) -> None:
     # the encoder is where the engine thread's work is
     assert any("OpusEncoder.encode" in f.function for f in engine.top_self)
     assert (tmp_path / "profile.raw.txt").stat().st_size > 0
+
+
+def test_piper_batch_script(tmp_path: Path) -> None:
+    """bench/piper_batch.py (the evidence behind the bursts goal's floor) runs and
+    times both cuts both ways."""
+    out = tmp_path / "piper_batch.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/piper_batch.py", "--rounds", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = msgspec.json.decode(out.read_bytes())["medians_ms"]
+    assert set(rows) == {"whole sentences", "hurried first chunks (five words)"}
+    for r in rows.values():
+        assert 0 < r["lone"] < r["ten calls"] and r["one call of ten"] > r["lone"]
+    # five words take less than a whole sentence
+    assert rows["hurried first chunks (five words)"]["lone"] < rows["whole sentences"]["lone"]
+    assert "| ten / one alone |" in proc.stdout

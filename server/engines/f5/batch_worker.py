@@ -2,7 +2,7 @@
 
 It is an ``EngineWorker`` to the sessions (same ``submit`` / ``cancel`` / ``take`` /
 ``wake`` and the same output items, in the same order, under the same generation
-rules) and reuses its fair queue. What differs is the engine side:
+rules) and reuses its deadline queue. What differs is the engine side:
 
 - A chunk job is split into pieces (``F5Engine.speech``); a session has at most one piece
   on the device at a time, and between its pieces it goes to the back of the round
@@ -453,6 +453,9 @@ class BatchedEngineWorker(EngineWorker):
         pending: list[Output] = []
         if first:
             act.first_s = time.perf_counter() - act.t0
+            # F5 takes its time to first audio (a second on a CPU, a batch's step on a
+            # GPU): the deadlines of later chunks lead their listeners' audio by it.
+            self._queue.observe_lead(act.first_s)
             pending.append(SegmentStart(job.index, job.text))
         act.audio_n += len(audio)
         out = act.fader.push(audio)
