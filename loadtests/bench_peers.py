@@ -720,9 +720,9 @@ def _notes(res: PeersResult, o: Opts, z: Sizes) -> list[str]:
         f"(wyoming {v['wyoming']}). Servers on CPU {cpus}, this client on CPU {ccpus}. "
         "Output: "
         + "; ".join(f"{LABELS[s]}: {_OUTPUT[s]}" for s in SERVERS)
-        + ". voxwire: default settings (Piper engine; engine_threads 0 and "
-        "engine_process_threads 0: the CPUs shared out among engine processes, at most 4 "
-        "onnxruntime threads each).",
+        + ". voxwire: default settings (Piper engine; an engine process per usable CPU; a "
+        "synthesis that starts alone gets every CPU up to 4 onnxruntime threads, one that "
+        "starts beside others one thread).",
         "How each runs Piper (from their source): voxwire in engine processes, "
         "engine_threads syntheses at once; wyoming-piper one synthesis at a time for all "
         "its connections (a global lock, in its event loop), a sentence's audio sent once "
@@ -758,9 +758,9 @@ def _notes(res: PeersResult, o: Opts, z: Sizes) -> list[str]:
         f"the step's time to first audio p99 ≤ {TTFA_P99_MAX_MS:g} ms. N goes "
         f"{', '.join(map(str, z.steps))} until a step with any session not OK"
         + (" (a failing step is run once more; both are listed)" if z.retry else "")
-        + "; the capacity is the last N that passed. One engine per CPU: a second voxwire "
-        "server with engine_threads = the usable CPUs, each process with every CPU "
-        "(the default on the morning of 2026-12-01).",
+        + "; the capacity is the last N that passed. One engine per CPU, every CPU each: a "
+        "second voxwire server with engine_threads = the usable CPUs, each synthesis on "
+        "every CPU (engine_busy_threads 0; the default on the morning of 2026-12-01).",
     ]
 
 
@@ -823,7 +823,7 @@ def bench_peers(o: Opts) -> PeersResult:
     from server.config import usable_cpus
 
     n = len(cpus) if cpus else usable_cpus()
-    per_cpu = {"engine_threads": n, "engine_process_threads": n}
+    per_cpu = {"engine_threads": n, "engine_process_threads": n, "engine_busy_threads": 0}
     with _voxwire(cpus, VOXWIRE2, **per_cpu) as vox2, _affinity(o.client_cpus):
         cap2 = _capacity(vox2, z, o)
     servers = []

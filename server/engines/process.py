@@ -48,6 +48,7 @@ from server.engines.process_link import Ended as _Ended
 from server.engines.process_link import Proc as _Proc
 from server.engines.process_link import Request as _Request
 from server.engines.process_link import Started
+from server.engines.widths import ThreadPlan
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -112,6 +113,8 @@ class ProcessEngine:
         self._load_error: EngineError | None = None
         self._closed = False
         self._supervisor: threading.Thread | None = None
+        piper = options.piper
+        self._plan = ThreadPlan(piper.threads, piper.busy_threads, options.cpus)
 
     # ------------------------------------------------------------ Engine interface
 
@@ -257,15 +260,18 @@ class ProcessEngine:
         return sum(1 for p in self._procs if p.ready and not p.dead and p.current is not None)
 
     def _narrow(self, req: _Request) -> bool:
-        """How many threads ``req`` runs on (under the lock, as it starts): all of
-        ``piper.threads`` if they fit beside the running syntheses' on the usable CPUs,
-        else ``piper.busy_threads`` (when set): side by side, a core each makes more
-        speech per CPU second than every synthesis sharing every core."""
-        wide, busy = self.options.piper.threads, self.options.piper.busy_threads
-        running = sum(p.current.threads for p in self._procs if p.current is not None)
-        narrow = bool(busy) and running + wide > self.options.cpus
-        req.threads = busy if narrow else wide
-        return narrow
+        """Whether ``req``, starting now (under the lock), runs on ``piper.busy_threads``
+        instead of ``piper.threads`` (server/engines/widths.py)."""
+        now = time.monotonic()
+        running = [p.current for p in self._procs if p.current is not None]
+        req.threads = self._plan.threads(sum(r.threads for r in running), now)
+        self._plan.running(len(running) + 1, now)
+        return req.threads != self.options.piper.threads
+
+    def _ended(self) -> None:
+        """A synthesis ended (under the lock): the plan's count of running ones."""
+        n = sum(1 for p in self._procs if p.current is not None)
+        self._plan.running(n, time.monotonic())
 
     def _checkout(self, req: _Request) -> tuple[_Proc, bool]:
         deadline = time.monotonic() + self.options.start_timeout_s
@@ -428,6 +434,7 @@ class ProcessEngine:
             if req is None or req.id != msg.id:
                 return  # a late answer to a request already given up
             p.current = None
+            self._ended()
             if not req.over:
                 req.over = True
                 err = EngineError(msg.code, msg.message) if isinstance(msg, ipc.Failed) else None
@@ -457,6 +464,7 @@ class ProcessEngine:
             if p in self._idle:
                 self._idle.remove(p)
             req, p.current = p.current, None
+            self._ended()
             closed = self._closed
             reason = p.kill_reason or ("crash" if p.ready else "died_loading")
             if req is not None and req.over:

@@ -242,6 +242,8 @@ def test_a_synthesis_beside_others_runs_on_the_busy_threads(events: Events) -> N
         first.close()
         second.close()
         _wait(lambda: len(e._idle) == 3)
+        # wide again once the engine has been quiet for a while (widths.py)
+        _wait(lambda: e._plan.load(time.monotonic()) < 0.5, timeout=30)
         alone = e.try_synthesize(HELLO, VOICE, 1.0, False)
         assert alone is not None and alone._req.threads == 2  # alone again: every thread
         alone.close()
