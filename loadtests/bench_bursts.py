@@ -42,7 +42,7 @@ SENTENCES = [
 ]
 # Configurations compared: one engine process per usable CPU, every synthesis on every
 # CPU, with first sentences whole; the same with first chunks cut short while the engine
-# is saturated; and the default (a synthesis that starts beside others on one thread;
+# is saturated; and the default (a sentence made beside others on one thread;
 # hurried). "cpus" is replaced by the usable CPUs. The default goes last.
 CONFIGS: dict[str, dict[str, Any]] = {
     "one engine per CPU, every CPU each, first sentences whole (chunk_hurry_words=0)": {

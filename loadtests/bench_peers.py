@@ -721,8 +721,8 @@ def _notes(res: PeersResult, o: Opts, z: Sizes) -> list[str]:
         "Output: "
         + "; ".join(f"{LABELS[s]}: {_OUTPUT[s]}" for s in SERVERS)
         + ". voxwire: default settings (Piper engine; an engine process per usable CPU; a "
-        "synthesis that starts alone gets every CPU up to 4 onnxruntime threads, one that "
-        "starts beside others one thread).",
+        "sentence made alone gets every CPU up to 4 onnxruntime threads, one made beside "
+        "others one thread).",
         "How each runs Piper (from their source): voxwire in engine processes, "
         "engine_threads syntheses at once; wyoming-piper one synthesis at a time for all "
         "its connections (a global lock, in its event loop), a sentence's audio sent once "

@@ -69,11 +69,12 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
         _D(
             ge=0,
             le=64,
-            description="Threads of a Piper synthesis that starts while others run and "
-            "`engine_process_threads` more would oversubscribe the CPUs; 0 = always "
-            "`engine_process_threads`. A lone sentence gets every core (fast first "
-            "audio); under load syntheses run side by side on a core each, which makes "
-            "more speech per CPU second than sharing every core (BENCHMARKS.md, issue 15).",
+            description="Threads of a Piper sentence that starts while the other engine "
+            "processes leave no room for `engine_process_threads` more on the usable "
+            "CPUs (decided per sentence); 0 = always `engine_process_threads`. A lone "
+            "sentence gets every core (fast first audio); under load sentences run side "
+            "by side on a core each, which makes more speech per CPU second than sharing "
+            "every core (BENCHMARKS.md, issue 15).",
         ),
     ] = 1
     warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from server.engines import ipc
 from server.engines.base import Audio, Engine, EngineError, Timed
 from server.engines.piper_voices import PiperOptions
+from server.engines.widths import Widths
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -37,8 +38,14 @@ def rss_bytes() -> int:
 
 
 def main(
-    conn: Connection, name: str, max_rss_bytes: int, warm_text: str, piper: PiperOptions
+    conn: Connection,
+    name: str,
+    max_rss_bytes: int,
+    warm_text: str,
+    piper: PiperOptions,
+    widths: tuple[MutableSequence[int], int] | None = None,
 ) -> None:
+    """``widths``: the engine's shared slots and this process's (server/engines/widths.py)."""
     # Ctrl-C in a terminal reaches the whole process group; the server decides when
     # its engines stop (its pipe closes), so a drain can still finish its utterances.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -48,6 +55,12 @@ def main(
         if warm_text:
             for _ in engine.synthesize(warm_text, engine.info().default_voice, 1.0):
                 pass
+            warm_busy = getattr(engine, "warm_busy", None)  # Piper's other session
+            if warm_busy is not None:
+                warm_busy(warm_text)
+        if widths is not None and hasattr(engine, "widths"):
+            slots, slot = widths
+            engine.widths = Widths(slots, slot, piper.threads, piper.busy_threads, piper.cpus)
     except Exception as exc:
         conn.send_bytes(
             ipc.encode(ipc.Failed(0, "engine_load_failed", f"{type(exc).__name__}: {exc}"))
@@ -93,8 +106,6 @@ def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
 def _pieces(engine: Engine, msg: ipc.Synthesize) -> Iterator[Audio | Timed]:
     # Options go only to an engine that takes them (stream set-up refused them otherwise).
     extra = {} if msg.options is None else {"options": msg.options}
-    if hasattr(engine, "narrow"):  # Piper: this request's onnxruntime session
-        engine.narrow = msg.narrow
     timed = getattr(engine, "synthesize_timed", None) if msg.timed else None
     if timed is not None:
         pieces: Iterator[Audio | Timed] = timed(msg.text, msg.voice, msg.speed, **extra)

@@ -26,7 +26,6 @@ class Synthesize(msgspec.Struct, tag="synth"):
     speed: float
     timed: bool = False  # word timings wanted: pieces come with their words
     options: EngineOptions | None = None  # the stream's engine options, if it set any
-    narrow: bool = False  # others run beside it: PiperOptions.busy_threads, not threads
 
 
 class Cancel(msgspec.Struct, tag="cancel"):

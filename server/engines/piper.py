@@ -27,6 +27,7 @@ from server.engines.piper_session import load_voice
 from server.engines.piper_voices import DEFAULT_VOICE as DEFAULT_VOICE  # its home, before
 from server.engines.piper_voices import PiperOptions, catalogue
 from server.engines.timing import ChunkTimer
+from server.engines.widths import Widths
 
 log = structlog.get_logger("voxwire.piper")
 
@@ -47,10 +48,10 @@ class PiperEngine:
         self._files = catalogue(self.options)
         # Loaded voices, the one used longest ago first (at most options.max_resident).
         self._voices: OrderedDict[str, Any] = OrderedDict()
-        # The same voices on sessions of options.busy_threads, made on first use.
+        # The same voices' models on sessions of options.busy_threads (when that differs).
         self._narrow: dict[str, Any] = {}
-        # Set by the engine process's host for each request: others run beside it.
-        self.narrow = False
+        # Set by an engine process's host: each sentence's width (server/engines/widths.py).
+        self.widths: Widths | None = None
         self._lock = threading.Lock()
         self.sample_rate = ENGINE_RATE
         self._loaded = False
@@ -115,8 +116,13 @@ class PiperEngine:
             # takes about a second. An engine process runs one request at a time, so
             # nothing waits on it there; with engine_isolation=thread, other threads'
             # look-ups wait for it (syntheses already running do not).
-            pv = _load(PiperVoice, Path(f.model), Path(f.config), self.options.threads)
+            o = self.options
+            pv = _load(PiperVoice, Path(f.model), Path(f.config), o.threads)
             self._voices[voice] = pv
+            if o.busy_threads and o.busy_threads != o.threads:
+                # With it, not on first use: a load mid-conversation is a second's gap.
+                busy = _load(PiperVoice, Path(f.model), Path(f.config), o.busy_threads)
+                self._narrow[voice] = busy.session
             while len(self._voices) > self.options.max_resident:
                 dropped, _ = self._voices.popitem(last=False)
                 self._narrow.pop(dropped, None)
@@ -125,33 +131,47 @@ class PiperEngine:
             self.events("resident_voices", self.name, str(len(self._voices)))
             return pv
 
-    def _session_voice(self, voice: str) -> Any:
-        """The voice on the session this request asked for (``narrow``: others run
-        beside it, so it gets ``busy_threads``; a narrow copy is made on first use)."""
-        pv = self._voice(voice)
-        threads = self.options.busy_threads
-        if not (self.narrow and threads and threads != self.options.threads):
-            return pv
-        with self._lock:
-            narrow = self._narrow.get(voice)
-        if narrow is None:
-            from piper import PiperVoice
+    def warm_busy(self, text: str) -> None:
+        """Run the default voice's busy-time session once (its first run allocates)."""
+        pv = self._voice(DEFAULT_VOICE)
+        session = self._narrow.get(DEFAULT_VOICE)
+        if session is None:
+            return
+        wide, pv.session = pv.session, session
+        try:
+            for _ in pv.synthesize(text):
+                pass
+        finally:
+            pv.session = wide
 
-            f = self._files[voice]
-            narrow = _load(PiperVoice, Path(f.model), Path(f.config), threads)
-            with self._lock:
-                if voice in self._voices:  # not unloaded meanwhile
-                    self._narrow[voice] = narrow
-        return narrow
+    def _sentences(self, pv: Any, voice: str, chunks: Iterator[Any]) -> Iterator[Any]:
+        """Piper's sentences of one request, each on the session ``widths`` picks as it
+        starts: Piper reads ``pv.session`` at each sentence, and an engine process runs
+        one request at a time, so switching it between sentences is safe there."""
+        w = self.widths
+        with self._lock:
+            busy = self._narrow.get(voice)
+        if w is None or busy is None:
+            yield from chunks
+            return
+        wide = pv.session
+        try:
+            pv.session = wide if w.take() else busy
+            for chunk in chunks:
+                yield chunk
+                pv.session = wide if w.take() else busy
+        finally:
+            w.done()
+            pv.session = wide
 
     def synthesize(
         self, text: str, voice: str, speed: float, options: EngineOptions | None = None
     ) -> Iterator[Audio]:
-        pv = self._session_voice(voice)
+        pv = self._voice(voice)
         cfg = self._config(pv, voice, speed, options)
         rate = int(pv.config.sample_rate)
         # Piper yields one array per sentence of the chunk; pass each on at once.
-        for chunk in pv.synthesize(text, syn_config=cfg):
+        for chunk in self._sentences(pv, voice, pv.synthesize(text, syn_config=cfg)):
             yield _at_engine_rate(chunk.audio_float_array, rate)
 
     def synthesize_timed(
@@ -161,13 +181,13 @@ class PiperEngine:
         model's phoneme durations (the samples it made for each phoneme, ``speed``
         included). Without alignments (the onnx package missing) the words' times are
         spread by phoneme count; if even the plan fails, the audio comes alone."""
-        pv = self._session_voice(voice)
+        pv = self._voice(voice)
         cfg = self._config(pv, voice, speed, options)
         rate = int(pv.config.sample_rate)
         timer = _timer(pv, text, rate)
         # A Piper before alignments has no such argument: its words' times are spread.
         aligned = {"include_alignments": True} if _alignments() else {}
-        for chunk in pv.synthesize(text, syn_config=cfg, **aligned):
+        for chunk in self._sentences(pv, voice, pv.synthesize(text, syn_config=cfg, **aligned)):
             audio = np.ascontiguousarray(chunk.audio_float_array, dtype=np.float32)
             if timer is None:
                 yield _at_engine_rate(audio, rate)

@@ -26,16 +26,21 @@ class PiperOptions(msgspec.Struct, frozen=True, kw_only=True):
     voices_dir: str = ""
     max_resident: int = 4
     threads: int = 0  # onnxruntime threads per voice (0: onnxruntime's default)
-    # a synthesis the server starts beside others (Synthesize.narrow); 0: ``threads``
+    # a sentence whose ``threads`` would not fit beside the other engine processes'
+    # on ``cpus`` (server/engines/widths.py); 0: always ``threads``
     busy_threads: int = 0
+    cpus: int = 1
 
     @classmethod
     def from_settings(cls, s: VoiceSettings, threads: int = 0, busy: int = 0) -> PiperOptions:
+        from server.cpus import usable_cpus
+
         return cls(
             voices_dir=s.piper_voices_dir,
             max_resident=s.piper_max_resident_voices,
             threads=threads,
             busy_threads=busy,
+            cpus=usable_cpus(),
         )
 
 

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
-from server.cpus import usable_cpus
 from server.engines import host, ipc
 from server.engines.base import Audio, EngineError, EngineInfo, EngineOptions, Timed, VoiceInfo
 from server.engines.child import exit_text, spawn
@@ -48,7 +47,6 @@ from server.engines.process_link import Ended as _Ended
 from server.engines.process_link import Proc as _Proc
 from server.engines.process_link import Request as _Request
 from server.engines.process_link import Started
-from server.engines.widths import ThreadPlan
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -74,7 +72,6 @@ class ProcessOptions:
     quarantine_max: int = 4096
     warm_text: str = "Warming up."
     piper: PiperOptions = field(default_factory=PiperOptions)
-    cpus: int = 1  # usable CPUs, which the running syntheses' threads should not exceed
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -87,7 +84,6 @@ class ProcessOptions:
             backoff_max_s=s.engine_restart_backoff_max_s,
             quarantine_s=s.engine_quarantine_s,
             piper=PiperOptions.from_settings(s, s.engine_cpu_threads(), s.engine_busy_threads),
-            cpus=usable_cpus(),
         )
 
 
@@ -113,8 +109,10 @@ class ProcessEngine:
         self._load_error: EngineError | None = None
         self._closed = False
         self._supervisor: threading.Thread | None = None
-        piper = options.piper
-        self._plan = ThreadPlan(piper.threads, piper.busy_threads, options.cpus)
+        # What each process's current sentence uses, a slot each (server/engines/widths.py);
+        # twice the pool, so a replacement can start before the process it replaces is reaped.
+        self._slots = self._ctx.Array("i", 2 * max(1, options.size), lock=False)
+        self._free_slots = list(range(2 * max(1, options.size)))
 
     # ------------------------------------------------------------ Engine interface
 
@@ -196,9 +194,8 @@ class ProcessEngine:
             self._next_id += 1
             req = _Request(self._next_id, text, voice, deadline_s, key)
             p = self._idle.popleft()
-            narrow = self._narrow(req)
             p.current = req
-        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options, narrow))
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
         return Started(p, req, self._pieces(p, req) if timed else self._audio(p, req))
 
     def _start(
@@ -211,9 +208,9 @@ class ProcessEngine:
         with self._cond:
             self._next_id += 1
             req = _Request(self._next_id, text, voice, deadline_s, key)
-        p, narrow = self._checkout(req)
+        p = self._checkout(req)
         # If it died before the request reached it, its reader thread reports the death.
-        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options, narrow))
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
         return p, req
 
     def _audio(self, p: _Proc, req: _Request) -> Generator[Audio, None, None]:
@@ -259,21 +256,7 @@ class ProcessEngine:
     def _busy(self) -> int:
         return sum(1 for p in self._procs if p.ready and not p.dead and p.current is not None)
 
-    def _narrow(self, req: _Request) -> bool:
-        """Whether ``req``, starting now (under the lock), runs on ``piper.busy_threads``
-        instead of ``piper.threads`` (server/engines/widths.py)."""
-        now = time.monotonic()
-        running = [p.current for p in self._procs if p.current is not None]
-        req.threads = self._plan.threads(sum(r.threads for r in running), now)
-        self._plan.running(len(running) + 1, now)
-        return req.threads != self.options.piper.threads
-
-    def _ended(self) -> None:
-        """A synthesis ended (under the lock): the plan's count of running ones."""
-        n = sum(1 for p in self._procs if p.current is not None)
-        self._plan.running(n, time.monotonic())
-
-    def _checkout(self, req: _Request) -> tuple[_Proc, bool]:
+    def _checkout(self, req: _Request) -> _Proc:
         deadline = time.monotonic() + self.options.start_timeout_s
         with self._cond:
             while not self._idle:
@@ -288,10 +271,9 @@ class ProcessEngine:
                     )
                 self._cond.wait(left)
             p = self._idle.popleft()
-            narrow = self._narrow(req)
             p.current = req
             req.started = time.monotonic()
-            return p, narrow
+            return p
 
     def _check_quarantine(self, key: str, text: str) -> None:
         now = time.monotonic()
@@ -356,13 +338,19 @@ class ProcessEngine:
 
     def _spawn(self) -> None:
         o = self.options
-        args = (self.name, o.max_rss_bytes, o.warm_text, o.piper)
+        with self._cond:
+            slot = self._free_slots.pop(0)
+            self._slots[slot] = 0
+        args = (self.name, o.max_rss_bytes, o.warm_text, o.piper, (self._slots, slot))
         try:
             proc, parent = spawn(self._ctx, host.main, args, f"voxwire-engine-{self.name}")
         except OSError as exc:
+            with self._cond:
+                self._free_slots.append(slot)
             self._start_failed(f"cannot start a process: {exc}")
             return
         p = _Proc(proc, parent)
+        p.slot = slot
         with self._cond:
             self._procs.append(p)
         threading.Thread(
@@ -434,7 +422,6 @@ class ProcessEngine:
             if req is None or req.id != msg.id:
                 return  # a late answer to a request already given up
             p.current = None
-            self._ended()
             if not req.over:
                 req.over = True
                 err = EngineError(msg.code, msg.message) if isinstance(msg, ipc.Failed) else None
@@ -464,7 +451,7 @@ class ProcessEngine:
             if p in self._idle:
                 self._idle.remove(p)
             req, p.current = p.current, None
-            self._ended()
+            self._free_slot(p)
             closed = self._closed
             reason = p.kill_reason or ("crash" if p.ready else "died_loading")
             if req is not None and req.over:
@@ -498,6 +485,13 @@ class ProcessEngine:
             chars=len(req.text) if req is not None else 0,
         )
 
+
+    def _free_slot(self, p: _Proc) -> None:
+        """(Under the lock) what a gone process's sentence was using is free again."""
+        if p.slot >= 0:
+            self._slots[p.slot] = 0
+            self._free_slots.append(p.slot)
+            p.slot = -1
 
 def _received(msg: ipc.Piece) -> Audio | Timed:
     audio = np.frombuffer(msg.audio, dtype="<f4")

@@ -33,7 +33,6 @@ class Request:
     deadline_s: float
     key: str
     started: float = field(default_factory=time.monotonic)
-    threads: int = 0  # the onnxruntime threads it runs on (0: not started, or not Piper)
     out: queue.SimpleQueue[Audio | Timed | Ended] = field(default_factory=queue.SimpleQueue)
     over: bool = False  # its end (finished, failed, died) has been put in ``out``
 
@@ -44,6 +43,7 @@ class Proc(Child):
     def __init__(self, proc: BaseProcess, conn: Connection) -> None:
         super().__init__(proc, conn)
         self.current: Request | None = None
+        self.slot = -1  # its slot in the engine's shared widths (server/engines/widths.py)
         self.send_lock = threading.Lock()
         self.resident_voices = 0  # as its last Finished said
 

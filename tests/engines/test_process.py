@@ -220,54 +220,61 @@ def test_a_read_ahead_starts_only_on_an_idle_process_and_cancels_when_dropped(
         e.close()
 
 
-def test_a_synthesis_beside_others_runs_on_the_busy_threads(events: Events) -> None:
-    """A chunk that starts alone gets every thread (fast first audio); one that starts
-    while the running ones' threads already fill the CPUs gets ``busy_threads``."""
+def test_each_sentence_runs_wide_alone_and_narrow_beside_another(events: Events) -> None:
+    """Real engine processes: a long chunk alone uses every thread; when a second starts
+    beside it both run on the busy threads, sentence by sentence; when the second ends
+    the first goes wide again at its next sentence; a request over frees its slot."""
     from server.engines.piper_voices import PiperOptions
 
-    piper = PiperOptions(threads=2, busy_threads=1)
-    e = ProcessEngine("piper", ProcessOptions(size=3, warm_text="", piper=piper, cpus=2), events)
+    piper = PiperOptions(threads=2, busy_threads=1, cpus=2)
+    e = ProcessEngine("piper", ProcessOptions(size=2, warm_text="", piper=piper), events)
     try:
         e.load()
-        ref = _speak(e, HELLO)  # alone: every thread
-        long = "One sentence here. " * 40
+        long = "This is one more sentence of a long answer. " * 60
         first = e.try_synthesize(long, VOICE, 1.0, False)
+        assert first is not None
+        _wait(lambda: sorted(e._slots)[-1] == 2 and sum(e._slots) == 2)  # alone: wide
         second = e.try_synthesize(long, VOICE, 1.0, False)
-        third = e.try_synthesize(HELLO, VOICE, 1.0, False)
-        assert first is not None and second is not None and third is not None
-        assert [s._req.threads for s in (first, second, third)] == [2, 1, 1]
-        # the narrow one speaks as the wide one does
-        n = sum(len(a) for a in third if isinstance(a, np.ndarray))
-        assert n == pytest.approx(ref, rel=0.3)
-        first.close()
+        assert second is not None
+        # side by side: one thread each (a wide sentence in progress finishes first)
+        _wait(lambda: sorted(e._slots)[-2:] == [1, 1] and sum(e._slots) == 2)
         second.close()
-        _wait(lambda: len(e._idle) == 3)
-        # wide again once the engine has been quiet for a while (widths.py)
-        _wait(lambda: e._plan.load(time.monotonic()) < 0.5, timeout=30)
-        alone = e.try_synthesize(HELLO, VOICE, 1.0, False)
-        assert alone is not None and alone._req.threads == 2  # alone again: every thread
-        alone.close()
+        _wait(lambda: sum(e._slots) == 2 and max(e._slots) == 2)  # the first, wide again
+        first.close()
+        _wait(lambda: sum(e._slots) == 0)
     finally:
         e.close()
 
 
-def test_the_host_gives_a_narrow_request_the_busy_session() -> None:
-    """An engine process's host tells Piper which session a request runs on."""
-    from server.engines import host, ipc
+def test_the_busy_session_is_loaded_with_the_voice_and_speaks_alike() -> None:
+    """Piper loads a voice on both sessions at once (a load mid-conversation would be
+    a second's gap); a sentence on the busy one sounds as long as on the wide one."""
     from server.engines.piper import PiperEngine
     from server.engines.piper_voices import PiperOptions
+    from server.engines.widths import Widths
 
-    engine = PiperEngine(PiperOptions(threads=2, busy_threads=1))
+    engine = PiperEngine(PiperOptions(threads=2, busy_threads=1, cpus=2))
     engine.load()
-    wide = _samples(host._pieces(engine, ipc.Synthesize(1, HELLO, VOICE, 1.0)))
-    assert not engine._narrow
-    msg = ipc.Synthesize(2, HELLO, VOICE, 1.0, narrow=True)
-    narrow = _samples(host._pieces(engine, msg))
-    opts = engine._narrow[VOICE].session.get_session_options()
-    assert opts.intra_op_num_threads == 1
-    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    busy = engine._narrow[VOICE]
+    assert busy.get_session_options().intra_op_num_threads == 1
+    assert (
+        busy.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        == "0"
+    )
     assert engine._voice(VOICE).session.get_session_options().intra_op_num_threads == 2
-    assert narrow == pytest.approx(wide, rel=0.3) and narrow > 22050 * 0.5
+    slots = [0, 2]  # another "process" runs wide: every sentence here runs narrow
+    engine.widths = Widths(slots, 0, 2, 1, 2)
+    seen: list[int] = []
+    narrow = 0
+    for piece in engine.synthesize(HELLO + " " + HELLO, VOICE, 1.0):
+        seen.append(slots[0])
+        assert engine._voice(VOICE).session is busy
+        narrow += len(piece)
+    assert seen == [1, 1] and slots == [0, 2]  # both sentences narrow; the slot freed
+    assert engine._voice(VOICE).session is not busy  # the wide one back
+    engine.widths = None
+    wide = _samples(iter(engine.synthesize(HELLO + " " + HELLO, VOICE, 1.0)))
+    assert narrow == pytest.approx(wide, rel=0.3) and narrow > 22050
 
 
 def _samples(pieces: Iterator[object]) -> int:
