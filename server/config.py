@@ -47,9 +47,9 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             le=64,
             description="Chunks an engine synthesizes at once (worker threads, and as "
             "many engine processes); 0 = as many as fit the CPUs this process may use "
-            "with `engine_process_threads` each (one on 2 CPUs): two syntheses sharing "
-            "the cores slow each other's first audio (BENCHMARKS.md, issue 15); the "
-            "zero-cost `replay` engine, whose threads only encode: one per usable CPU.",
+            "with `engine_busy_threads` each (one per CPU by default; with that 0, or "
+            "`engine_isolation=thread`, `engine_process_threads` each); the zero-cost "
+            "`replay` engine, whose threads only encode: one per usable CPU.",
         ),
     ] = 0
     engine_process_threads: Annotated[

@@ -485,13 +485,13 @@ class ProcessEngine:
             chars=len(req.text) if req is not None else 0,
         )
 
-
     def _free_slot(self, p: _Proc) -> None:
         """(Under the lock) what a gone process's sentence was using is free again."""
         if p.slot >= 0:
             self._slots[p.slot] = 0
             self._free_slots.append(p.slot)
             p.slot = -1
+
 
 def _received(msg: ipc.Piece) -> Audio | Timed:
     audio = np.frombuffer(msg.audio, dtype="<f4")
