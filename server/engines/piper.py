@@ -49,7 +49,7 @@ class PiperEngine:
         # Loaded voices, the one used longest ago first (at most options.max_resident).
         self._voices: OrderedDict[str, Any] = OrderedDict()
         # The same voices' models on sessions of options.busy_threads (when that differs).
-        self._narrow: dict[str, Any] = {}
+        self._busy_sessions: dict[str, Any] = {}
         # Set by an engine process's host: each sentence's width (server/engines/widths.py).
         self.widths: Widths | None = None
         self._lock = threading.Lock()
@@ -122,10 +122,10 @@ class PiperEngine:
             if o.busy_threads and o.busy_threads != o.threads:
                 # With it, not on first use: a load mid-conversation is a second's gap.
                 busy = _load(PiperVoice, Path(f.model), Path(f.config), o.busy_threads)
-                self._narrow[voice] = busy.session
+                self._busy_sessions[voice] = busy.session
             while len(self._voices) > self.options.max_resident:
                 dropped, _ = self._voices.popitem(last=False)
-                self._narrow.pop(dropped, None)
+                self._busy_sessions.pop(dropped, None)
                 log.info("piper_voice_unloaded", voice=dropped, resident=len(self._voices))
             log.info("piper_voice_loaded", voice=voice, resident=len(self._voices))
             self.events("resident_voices", self.name, str(len(self._voices)))
@@ -134,7 +134,7 @@ class PiperEngine:
     def warm_busy(self, text: str) -> None:
         """Run the default voice's busy-time session once (its first run allocates)."""
         pv = self._voice(DEFAULT_VOICE)
-        session = self._narrow.get(DEFAULT_VOICE)
+        session = self._busy_sessions.get(DEFAULT_VOICE)
         if session is None:
             return
         wide, pv.session = pv.session, session
@@ -150,7 +150,7 @@ class PiperEngine:
         one request at a time, so switching it between sentences is safe there."""
         w = self.widths
         with self._lock:
-            busy = self._narrow.get(voice)
+            busy = self._busy_sessions.get(voice)
         if w is None or busy is None:
             yield from chunks
             return

@@ -339,14 +339,19 @@ class ProcessEngine:
     def _spawn(self) -> None:
         o = self.options
         with self._cond:
-            slot = self._free_slots.pop(0)
-            self._slots[slot] = 0
-        args = (self.name, o.max_rss_bytes, o.warm_text, o.piper, (self._slots, slot))
+            # (Never empty: a pool holds at most ``size`` processes; if it were, the
+            # process would run every sentence wide rather than not start.)
+            slot = self._free_slots.pop(0) if self._free_slots else -1
+            if slot >= 0:
+                self._slots[slot] = 0
+        widths = (self._slots, slot) if slot >= 0 else None
+        args = (self.name, o.max_rss_bytes, o.warm_text, o.piper, widths)
         try:
             proc, parent = spawn(self._ctx, host.main, args, f"voxwire-engine-{self.name}")
         except OSError as exc:
-            with self._cond:
-                self._free_slots.append(slot)
+            if slot >= 0:
+                with self._cond:
+                    self._free_slots.append(slot)
             self._start_failed(f"cannot start a process: {exc}")
             return
         p = _Proc(proc, parent)

@@ -255,7 +255,7 @@ def test_the_busy_session_is_loaded_with_the_voice_and_speaks_alike() -> None:
 
     engine = PiperEngine(PiperOptions(threads=2, busy_threads=1, cpus=2))
     engine.load()
-    busy = engine._narrow[VOICE]
+    busy = engine._busy_sessions[VOICE]
     assert busy.get_session_options().intra_op_num_threads == 1
     assert (
         busy.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
