@@ -74,7 +74,8 @@ class Settings(VoiceSettings, kw_only=True, forbid_unknown_fields=True):
             "CPUs (decided per sentence); 0 = always `engine_process_threads`. A lone "
             "sentence gets every core (fast first audio); under load sentences run side "
             "by side on a core each, which makes more speech per CPU second than sharing "
-            "every core (BENCHMARKS.md, issue 15).",
+            "every core (BENCHMARKS.md, issue 15). The cost is memory: an engine process "
+            "per CPU, each holding its voices on two sessions (about 280 MiB warm, not 180).",
         ),
     ] = 1
     warmup: Annotated[bool, _D(description="Synthesize a short text at start-up.")] = True
