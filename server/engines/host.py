@@ -43,9 +43,10 @@ def main(
     max_rss_bytes: int,
     warm_text: str,
     piper: PiperOptions,
-    widths: tuple[MutableSequence[int], int] | None = None,
+    widths: tuple[MutableSequence[int], MutableSequence[int], int] | None = None,
 ) -> None:
-    """``widths``: the engine's shared slots and this process's (server/engines/widths.py)."""
+    """``widths``: the engine's shared slots, their groups, and this process's slot
+    (server/engines/widths.py)."""
     # Ctrl-C in a terminal reaches the whole process group; the server decides when
     # its engines stop (its pipe closes), so a drain can still finish its utterances.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -59,8 +60,10 @@ def main(
             if warm_busy is not None:
                 warm_busy(warm_text)
         if widths is not None and hasattr(engine, "widths"):
-            slots, slot = widths
-            engine.widths = Widths(slots, slot, piper.threads, piper.busy_threads, piper.cpus)
+            slots, groups, slot = widths
+            engine.widths = Widths(
+                slots, groups, slot, piper.threads, piper.busy_threads, piper.cpus
+            )
     except Exception as exc:
         conn.send_bytes(
             ipc.encode(ipc.Failed(0, "engine_load_failed", f"{type(exc).__name__}: {exc}"))
@@ -78,6 +81,9 @@ def _serve(conn: Connection, engine: Engine, max_rss_bytes: int) -> None:
         msg = ipc.decode_to_engine(conn.recv_bytes())
         if isinstance(msg, ipc.Cancel):
             continue  # for a request already over
+        widths: Widths | None = getattr(engine, "widths", None)
+        if widths is not None:
+            widths.group = msg.group
         try:
             for piece in _pieces(engine, msg):
                 conn.send_bytes(ipc.encode(_piece(msg.id, piece)))

@@ -26,6 +26,9 @@ class Synthesize(msgspec.Struct, tag="synth"):
     speed: float
     timed: bool = False  # word timings wanted: pieces come with their words
     options: EngineOptions | None = None  # the stream's engine options, if it set any
+    # The session it is for, as a small int (0: none): its own requests don't narrow
+    # each other's sentences (server/engines/widths.py).
+    group: int = 0
 
 
 class Cancel(msgspec.Struct, tag="cancel"):

@@ -13,9 +13,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.engines.base import Audio, EngineOptions, Timed
+from server.engines.widths import group_of
 from server.streaming.pipeline import AudioPipeline
 
 
@@ -206,6 +207,17 @@ def drop_ahead(job: Job) -> None:
     close = getattr(ahead, "close", None)
     if close is not None:
         close()
+
+
+def engine_kwargs(job: Job, takes_group: bool) -> dict[str, Any]:
+    """What an engine call for ``job`` passes besides text, voice and speed: the
+    stream's options if it set any (only an engine that takes them gets them: stream
+    set-up refused them else), and its session's ``group`` where the engine takes one
+    (server/engines/widths.py)."""
+    kw: dict[str, Any] = {} if job.options is None else {"options": job.options}
+    if takes_group:
+        kw["group"] = group_of(job.stream.session_id)
+    return kw
 
 
 def accepted_chars(job: Job) -> int:

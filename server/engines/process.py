@@ -112,6 +112,7 @@ class ProcessEngine:
         # What each process's current sentence uses, a slot each (server/engines/widths.py);
         # twice the pool, so a replacement can start before the process it replaces is reaped.
         self._slots = self._ctx.Array("i", 2 * max(1, options.size), lock=False)
+        self._groups = self._ctx.Array("i", 2 * max(1, options.size), lock=False)
         self._free_slots = list(range(2 * max(1, options.size)))
 
     # ------------------------------------------------------------ Engine interface
@@ -155,18 +156,31 @@ class ProcessEngine:
     def plan(self, text: str, voice: str, speed: float, first: bool) -> list[str] | None:
         return None  # one generation per chunk
 
+    # The worker passes each request's ``group`` (its session's; server/engines/widths.py).
+    takes_group = True
+
     def synthesize(
-        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        options: EngineOptions | None = None,
+        group: int = 0,
     ) -> Iterator[Audio]:
-        p, req = self._start(text, voice, speed, False, options)
+        p, req = self._start(text, voice, speed, False, options, group)
         return self._audio(p, req)
 
     def synthesize_timed(
-        self, text: str, voice: str, speed: float, options: EngineOptions | None = None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        options: EngineOptions | None = None,
+        group: int = 0,
     ) -> Iterator[Audio | Timed]:
         """As ``synthesize``, with the words that end in each piece where the engine in
         the process can tell (Piper's ``synthesize_timed``)."""
-        p, req = self._start(text, voice, speed, True, options)
+        p, req = self._start(text, voice, speed, True, options, group)
         return self._pieces(p, req)
 
     def try_synthesize(
@@ -176,6 +190,7 @@ class ProcessEngine:
         speed: float,
         timed: bool,
         options: EngineOptions | None = None,
+        group: int = 0,
     ) -> Started | None:
         """A chunk started now on an idle process, to be read later (the worker's
         read-ahead), or None when no process is idle: it never waits for one. Its
@@ -195,11 +210,17 @@ class ProcessEngine:
             req = _Request(self._next_id, text, voice, deadline_s, key)
             p = self._idle.popleft()
             p.current = req
-        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options, group))
         return Started(p, req, self._pieces(p, req) if timed else self._audio(p, req))
 
     def _start(
-        self, text: str, voice: str, speed: float, timed: bool, options: EngineOptions | None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        timed: bool,
+        options: EngineOptions | None,
+        group: int,
     ) -> tuple[_Proc, _Request]:
         key = _key(voice, text)
         self._check_quarantine(key, text)
@@ -210,7 +231,7 @@ class ProcessEngine:
             req = _Request(self._next_id, text, voice, deadline_s, key)
         p = self._checkout(req)
         # If it died before the request reached it, its reader thread reports the death.
-        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options))
+        p.send(ipc.Synthesize(req.id, text, voice, speed, timed, options, group))
         return p, req
 
     def _audio(self, p: _Proc, req: _Request) -> Generator[Audio, None, None]:
@@ -344,7 +365,7 @@ class ProcessEngine:
             slot = self._free_slots.pop(0) if self._free_slots else -1
             if slot >= 0:
                 self._slots[slot] = 0
-        widths = (self._slots, slot) if slot >= 0 else None
+        widths = (self._slots, self._groups, slot) if slot >= 0 else None
         args = (self.name, o.max_rss_bytes, o.warm_text, o.piper, widths)
         try:
             proc, parent = spawn(self._ctx, host.main, args, f"voxwire-engine-{self.name}")
@@ -494,6 +515,7 @@ class ProcessEngine:
         """(Under the lock) what a gone process's sentence was using is free again."""
         if p.slot >= 0:
             self._slots[p.slot] = 0
+            self._groups[p.slot] = 0
             self._free_slots.append(p.slot)
             p.slot = -1
 

@@ -58,6 +58,7 @@ from server.engines.jobs import (
     WordTime,
     accepted_chars,
     drop_ahead,
+    engine_kwargs,
     skip_sent,
 )
 from server.engines.meter import NullMeter, QueueClock, WorkerMeter
@@ -219,7 +220,7 @@ class EngineWorker:
         spoken = self._spoken(job)[2]
         if spoken:
             timed = job.timings and hasattr(self.engine, "synthesize_timed")
-            job.ahead = start(spoken, job.voice, job.speed, timed, job.options)
+            job.ahead = start(spoken, job.voice, job.speed, timed, **engine_kwargs(job, True))
 
     def wake(self) -> None:
         """A session may take work again (its unsent audio drained)."""
@@ -356,8 +357,7 @@ class EngineWorker:
         return safe, said, said.text if said is not None else safe
 
     def _engine_pieces(self, job: Job, spoken: str) -> Iterator[Audio | Timed]:
-        # Options go only to an engine that takes them (stream set-up refused them else).
-        extra = {} if job.options is None else {"options": job.options}
+        extra = engine_kwargs(job, getattr(self.engine, "takes_group", False))
         timed = getattr(self.engine, "synthesize_timed", None) if job.timings else None
         if timed is not None:
             pieces: Iterator[Audio | Timed] = timed(spoken, job.voice, job.speed, **extra)

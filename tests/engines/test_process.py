@@ -223,7 +223,8 @@ def test_a_read_ahead_starts_only_on_an_idle_process_and_cancels_when_dropped(
 def test_each_sentence_runs_wide_alone_and_narrow_beside_another(events: Events) -> None:
     """Real engine processes: a long chunk alone uses every thread; when a second starts
     beside it both run on the busy threads, sentence by sentence; when the second ends
-    the first goes wide again at its next sentence; a request over frees its slot."""
+    the first goes wide again at its next sentence; a request over frees its slot; two
+    requests of one session run wide side by side."""
     from server.engines.piper_voices import PiperOptions
 
     piper = PiperOptions(threads=2, busy_threads=1, cpus=2)
@@ -241,6 +242,13 @@ def test_each_sentence_runs_wide_alone_and_narrow_beside_another(events: Events)
         second.close()
         _wait(lambda: sum(e._slots) == 2 and max(e._slots) == 2)  # the first, wide again
         first.close()
+        _wait(lambda: sum(e._slots) == 0)
+        # One session's two requests (its chunk and its read-ahead): both stay wide.
+        mine = [e.try_synthesize(long, VOICE, 1.0, False, None, 7) for _ in range(2)]
+        _wait(lambda: sorted(e._slots)[-2:] == [2, 2])
+        for r in mine:
+            assert r is not None
+            r.close()
         _wait(lambda: sum(e._slots) == 0)
     finally:
         e.close()
@@ -263,7 +271,7 @@ def test_the_busy_session_is_loaded_with_the_voice_and_speaks_alike() -> None:
     )
     assert engine._voice(VOICE).session.get_session_options().intra_op_num_threads == 2
     slots = [0, 2]  # another "process" runs wide: every sentence here runs narrow
-    engine.widths = Widths(slots, 0, 2, 1, 2)
+    engine.widths = Widths(slots, [0, 0], 0, 2, 1, 2)
     seen: list[int] = []
     narrow = 0
     for piece in engine.synthesize(HELLO + " " + HELLO, VOICE, 1.0):

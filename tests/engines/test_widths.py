@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import multiprocessing
 
-from server.engines.widths import Widths
+from server.engines.widths import Widths, group_of
 
 
 def _pool(n: int, wide: int = 2, busy: int = 1, cpus: int = 2) -> list[Widths]:
-    slots = multiprocessing.get_context("spawn").Array("i", n, lock=False)
-    return [Widths(slots, i, wide, busy, cpus) for i in range(n)]
+    ctx = multiprocessing.get_context("spawn")
+    slots = ctx.Array("i", n, lock=False)
+    groups = ctx.Array("i", n, lock=False)
+    return [Widths(slots, groups, i, wide, busy, cpus) for i in range(n)]
 
 
 def test_a_sentence_alone_runs_wide_and_one_beside_it_narrow() -> None:
@@ -41,3 +43,31 @@ def test_equal_widths_never_narrow_below_the_setting() -> None:
     a, b = _pool(2, wide=1, busy=1, cpus=1)
     assert a.take() is True and b.take() is False
     assert list(a.slots) == [1, 1]
+
+
+def test_a_sessions_own_syntheses_do_not_narrow_each_other() -> None:
+    """A lone paragraph's chunk and its read-ahead both run wide: were one narrow, it
+    would run on one core at the end while the other idles."""
+    a, b, c = _pool(3)
+    a.group = b.group = group_of("session-1")
+    c.group = group_of("session-2")
+    assert a.group != c.group and a.group > 0
+    assert a.take() is True
+    assert b.take() is True and list(a.slots) == [2, 2, 0]  # its own: still wide
+    assert c.take() is False and list(a.groups) == [a.group, a.group, c.group]
+    # another session's sentence now runs: a's next one narrows
+    assert a.take() is False
+    c.done()
+    assert a.take() is True  # only its own beside it again
+
+
+def test_requests_without_a_group_count_every_other() -> None:
+    a, b = _pool(2)
+    b.group = group_of("session-1")
+    assert b.take() is True
+    assert a.take() is False  # a.group == 0: b's threads count
+    b.done()
+    a.done()
+    a.group = b.group
+    b.take()
+    assert a.take() is True

@@ -15,6 +15,7 @@ from server.engines.base import Audio, EngineError, EngineInfo, EngineOptions, V
 from server.engines.piper import DEFAULT_VOICE, PiperEngine
 from server.engines.process import ProcessEngine, ProcessOptions
 from server.engines.replay import ReplayEngine
+from server.engines.widths import group_of
 from server.engines.worker import (
     ChunkDone,
     EngineFailed,
@@ -344,8 +345,10 @@ class CountingProcesses(ProcessEngine):
         self.started: list[str] = []
         self.started_at: list[float] = []
         self.pieces_at: list[float] = []  # when the worker got each piece it asked for
+        self.groups: list[int] = []  # each request's group (server/engines/widths.py)
 
     def try_synthesize(self, text: str, *args: Any, **kw: Any) -> Any:
+        self.groups.append(kw.get("group", args[4] if len(args) > 4 else 0))
         ahead = super().try_synthesize(text, *args, **kw)
         if ahead is not None:
             self.started.append(text)
@@ -353,6 +356,7 @@ class CountingProcesses(ProcessEngine):
         return ahead
 
     def synthesize(self, *args: Any, **kw: Any) -> Iterator[Audio]:
+        self.groups.append(kw.get("group", 0))
         for piece in super().synthesize(*args, **kw):
             self.pieces_at.append(time.perf_counter())
             yield piece
@@ -372,6 +376,7 @@ async def test_a_lone_sessions_next_chunk_is_read_ahead(processes: CountingProce
     order and whole."""
     texts = ["First sentence of three.", "The second one is here.", "And the third ends it."]
     processes.started.clear()
+    processes.groups.clear()
     alone = EngineWorker(processes, threads=1)
     alone.start()
     a = Owner("a", processes.sample_rate, [])
@@ -383,6 +388,9 @@ async def test_a_lone_sessions_next_chunk_is_read_ahead(processes: CountingProce
     finally:
         await alone.stop()
     assert processes.started == texts[1:]
+    # Each request names the session, so its chunk and its read-ahead don't narrow
+    # each other (server/engines/widths.py).
+    assert processes.groups == [group_of("a")] * 3 and group_of("a") != group_of("b")
     done = [i for i in a.items if isinstance(i, ChunkDone)]
     assert [d.index for d in done] == [0, 1, 2] and all(d.audio_s > 0.8 for d in done)
 

@@ -231,3 +231,39 @@ def test_piper_batch_script(tmp_path: Path) -> None:
     # five words take less than a whole sentence
     assert rows["hurried first chunks (five words)"]["lone"] < rows["whole sentences"]["lone"]
     assert "| ten / one alone |" in proc.stdout
+
+
+def test_paragraph_ab_script(tmp_path: Path) -> None:
+    """bench/paragraph_ab.py (the paragraph's total time, several servers against
+    Piper's HTTP server in one run) runs two servers and Piper's and writes each row."""
+    out = tmp_path / "paragraph_ab.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/paragraph_ab.py",
+            "now",
+            "every-cpu-each=engine_busy_threads=0",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = msgspec.json.decode(out.read_bytes())
+    assert res["words"] == 54 and res["output"] == "pcm"
+    other = res["servers"]["every-cpu-each"]
+    assert other["tree"] is None and other["settings"] == {"engine_busy_threads": "0"}
+    assert len(other["commit"].rstrip("+")) >= 7
+    rows = res["rows"]
+    assert set(rows) == {"now", "every-cpu-each", "piper http"}
+    for r in rows.values():
+        assert 0 < r["first_ms"] <= r["total_ms"] and r["median_round_ratio"] > 0
+    # voxwire streams: its first audio comes long before Piper's server's only answer
+    assert rows["now"]["first_ms"] < rows["piper http"]["first_ms"]
+    assert "| / Piper HTTP (median of rounds) |" in proc.stdout
+    assert "| piper http |" in out.with_suffix(".md").read_text()
