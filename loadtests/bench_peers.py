@@ -790,9 +790,9 @@ def _wyoming(cpus: Sequence[int] | None) -> Iterator[WyomingPeer]:
 
 @contextlib.contextmanager
 def _http(cpus: Sequence[int] | None) -> Iterator[HttpPeer]:
-    from loadtests.bench import _piper_http_server
+    from loadtests.bench import piper_http_server
 
-    proc, port = _piper_http_server(cpus)
+    proc, port = piper_http_server(cpus)
     try:
         yield HttpPeer(port)
     finally:
