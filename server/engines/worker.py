@@ -110,6 +110,7 @@ class EngineWorker:
         verbalize: Callable[[str, str | None], Verbalized] | None = None,
     ) -> None:
         self.engine = engine
+        self._takes_group = getattr(engine, "takes_group", False)  # (widths.py)
         self.on_output_cut = on_output_cut or (lambda: None)
         # What the engine should be given of a chunk's text in a language (server/text/:
         # Piper's for_piper), or None: the text as it is.
@@ -220,7 +221,8 @@ class EngineWorker:
         spoken = self._spoken(job)[2]
         if spoken:
             timed = job.timings and hasattr(self.engine, "synthesize_timed")
-            job.ahead = start(spoken, job.voice, job.speed, timed, **engine_kwargs(job, True))
+            kw = engine_kwargs(job, self._takes_group)
+            job.ahead = start(spoken, job.voice, job.speed, timed, **kw)
 
     def wake(self) -> None:
         """A session may take work again (its unsent audio drained)."""
@@ -357,7 +359,7 @@ class EngineWorker:
         return safe, said, said.text if said is not None else safe
 
     def _engine_pieces(self, job: Job, spoken: str) -> Iterator[Audio | Timed]:
-        extra = engine_kwargs(job, getattr(self.engine, "takes_group", False))
+        extra = engine_kwargs(job, self._takes_group)
         timed = getattr(self.engine, "synthesize_timed", None) if job.timings else None
         if timed is not None:
             pieces: Iterator[Audio | Timed] = timed(spoken, job.voice, job.speed, **extra)
